@@ -1,0 +1,104 @@
+import ArgumentParser
+import Logging
+import NIOCore
+import NIOPosix
+import ReadyGateCore
+import ReadyGateProxy
+import ServiceLifecycle
+
+/// `readygate serve`: run the proxy until SIGTERM or SIGINT.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the proxy (the default command)."
+    )
+
+    @OptionGroup var options: SettingsOptions
+
+    func run() async throws {
+        let settings = try loadOrExit(options)
+        let logger = bootstrapLogging(settings)
+        let threads = settings.threads ?? System.coreCount
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let service = ProxyService(
+            environment: ProxyEnvironment(settings: settings, logger: logger),
+            group: group,
+            threads: threads
+        )
+        let serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: service)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await serviceGroup.run()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// The proxy as a swift-service-lifecycle service: listens until graceful shutdown, then stops accepting.
+struct ProxyService: Service {
+    let environment: ProxyEnvironment
+    let group: MultiThreadedEventLoopGroup
+    let threads: Int
+
+    func run() async throws {
+        let settings = environment.settings
+        let server = try await ReadyGateServer.start(environment: environment, group: group)
+        environment.logger.info(
+            "listening",
+            metadata: [
+                "address": "\(settings.listen.host):\(server.port)",
+                "upstream": "\(settings.upstream)",
+                "environment": "\(settings.environment)",
+                "accept_mode": "\(settings.acceptMode.rawValue)",
+                "ready_gate": "\(settings.readyGate.rawValue)",
+                "base_delay_ms": "\(settings.timing.baseDelayMs)",
+                "handshake_timeout_ms": "\(settings.timing.handshakeTimeoutMs)",
+                "threads": "\(threads)",
+            ]
+        )
+        try? await gracefulShutdown()
+        environment.logger.info("shutting_down", metadata: ["reason": "signal"])
+        try await server.close()
+    }
+}
+
+/// Loads settings, or prints the error and exits 2: bad configuration never starts the proxy.
+func loadOrExit(_ options: SettingsOptions) throws -> ReadyGateSettings {
+    do {
+        let settings = try options.load()
+        if settings.upstream.usesTLS {
+            throw SettingsError(
+                variable: ReadyGateConfigKey.upstream.rawValue,
+                value: settings.upstream.description,
+                allowed: "an http:// or ws:// URL (TLS upstreams are not supported yet)"
+            )
+        }
+        return settings
+    } catch {
+        printError("readygate: \(error)")
+        throw ExitCode(2)
+    }
+}
+
+func bootstrapLogging(_ settings: ReadyGateSettings) -> Logger {
+    let level = Logger.Level(rawValue: settings.logLevel) ?? .info
+    LoggingSystem.bootstrap { label in
+        StructuredLogHandler(label: label, format: settings.logFormat, level: level)
+    }
+    return Logger(label: "readygate")
+}
+
+func printError(_ text: String) {
+    var standardError = StandardError()
+    print(text, to: &standardError)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        var text = string
+        text.withUTF8 { bytes in _ = fwriteShim(bytes) }
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import Configuration
+import ReadyGateCore
+
+/// The command-line flags that mirror `READYGATE_*` variables. A flag given wins over its variable:
+/// the flags form an in-memory provider placed before the environment provider.
+struct SettingsOptions: ParsableArguments {
+    @Option(help: "Environment profile: testing, development, staging, production (READYGATE_ENV).")
+    var env: String?
+    @Option(help: "host:port to listen on (READYGATE_LISTEN; default 0.0.0.0:$PORT, else 0.0.0.0:8080).")
+    var listen: String?
+    @Option(help: "Backend URL, http:// or ws:// (READYGATE_UPSTREAM; default http://127.0.0.1:8000).")
+    var upstream: String?
+    @Option(help: "immediate or upstream (READYGATE_ACCEPT_MODE).")
+    var acceptMode: String?
+    @Option(help: "delay or message (READYGATE_READY_GATE).")
+    var readyGate: String?
+    @Option(help: "Text the backend's ready message contains (READYGATE_READY_MESSAGE).")
+    var readyMessage: String?
+    @Option(help: "close or open (READYGATE_READY_TIMEOUT_ACTION).")
+    var readyTimeoutAction: String?
+    @Option(help: "Readiness delay after the backend's 101, ms (READYGATE_BASE_DELAY_MS).")
+    var baseDelayMs: String?
+    @Option(help: "Bound on the whole handshake, ms (READYGATE_HANDSHAKE_TIMEOUT_MS).")
+    var handshakeTimeoutMs: String?
+    @Option(help: "Largest retry delay, ms (READYGATE_RETRY_CAP_MS).")
+    var retryCapMs: String?
+    @Option(help: "Client bytes held per session before reads stop (READYGATE_MAX_BUFFER_BYTES).")
+    var maxBufferBytes: String?
+    @Option(help: "Largest client message before READY (READYGATE_MAX_MESSAGE_BYTES).")
+    var maxMessageBytes: String?
+    @Option(help: "Comma-separated subprotocols ReadyGate may choose (READYGATE_SUBPROTOCOLS).")
+    var subprotocols: String?
+    @Option(help: "Event loops (READYGATE_THREADS; default one per core).")
+    var threads: String?
+    @Option(help: "json or text (READYGATE_LOG_FORMAT).")
+    var logFormat: String?
+    @Option(help: "trace … critical (READYGATE_LOG_LEVEL).")
+    var logLevel: String?
+
+    /// The flags that were given, keyed like the environment variables they override.
+    var flagValues: [ReadyGateConfigKey: String] {
+        let pairs: [(ReadyGateConfigKey, String?)] = [
+            (.env, env), (.listen, listen), (.upstream, upstream), (.acceptMode, acceptMode),
+            (.readyGate, readyGate), (.readyMessage, readyMessage), (.readyTimeoutAction, readyTimeoutAction),
+            (.baseDelayMs, baseDelayMs), (.handshakeTimeoutMs, handshakeTimeoutMs), (.retryCapMs, retryCapMs),
+            (.maxBufferBytes, maxBufferBytes), (.maxMessageBytes, maxMessageBytes), (.subprotocols, subprotocols),
+            (.threads, threads), (.logFormat, logFormat), (.logLevel, logLevel),
+        ]
+        var values: [ReadyGateConfigKey: String] = [:]
+        for (key, value) in pairs { if let value { values[key] = value } }
+        return values
+    }
+
+    /// Reads the settings: flags first, then the process environment.
+    func load(environment: [String: String]? = nil) throws(SettingsError) -> ReadyGateSettings {
+        var memory: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (key, value) in flagValues { memory[key.absoluteKey] = ConfigValue(.string(value), isSecret: false) }
+        let environmentProvider =
+            environment.map { EnvironmentVariablesProvider(environmentVariables: $0) } ?? EnvironmentVariablesProvider()
+        let reader = ConfigReader(providers: [InMemoryProvider(name: "flags", values: memory), environmentProvider])
+        var settings = try ReadyGateSettings(reader: reader)
+        if flagValues[.env] != nil { settings.environmentSource = "--env" }
+        return settings
+    }
+}

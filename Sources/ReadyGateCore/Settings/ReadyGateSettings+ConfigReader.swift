@@ -1,0 +1,225 @@
+import Configuration
+
+/// Every configuration key ReadyGate reads. Each is an environment variable; the CLI's flags
+/// feed the same keys through an in-memory provider placed in front of the environment, so a
+/// flag wins over a variable.
+///
+/// | variable | type | default |
+/// |---|---|---|
+/// | `READYGATE_ENV` / `ENVIRONMENT` | testing, development, staging, production | detected (DESIGN §3) |
+/// | `READYGATE_LISTEN` | host:port | `0.0.0.0:$PORT`, else `0.0.0.0:8080` |
+/// | `PORT` | port | 8080 |
+/// | `READYGATE_UPSTREAM` | http(s):// or ws(s):// URL | `http://127.0.0.1:8000` |
+/// | `READYGATE_ACCEPT_MODE` | immediate, upstream | immediate |
+/// | `READYGATE_READY_GATE` | delay, message | delay |
+/// | `READYGATE_READY_MESSAGE` | text | `"type":"connection_ready"` |
+/// | `READYGATE_READY_TIMEOUT_ACTION` | close, open | close |
+/// | `READYGATE_BASE_DELAY_MS` | ms, 0…60000 | the environment's |
+/// | `READYGATE_HANDSHAKE_TIMEOUT_MS` | ms, 1…600000 | the environment's |
+/// | `READYGATE_RETRY_CAP_MS` | ms, 1…60000 | the environment's |
+/// | `READYGATE_MAX_BUFFER_BYTES` | bytes, 1024…1 GiB | 1 MiB |
+/// | `READYGATE_MAX_MESSAGE_BYTES` | bytes, 125…4 GiB | 64 MiB |
+/// | `READYGATE_SUBPROTOCOLS` | comma-separated tokens | unset |
+/// | `READYGATE_THREADS` | 1…256 | one per core |
+/// | `READYGATE_LOG_FORMAT` | json, text | json |
+/// | `READYGATE_LOG_LEVEL` | trace, debug, info, notice, warning, error, critical | info |
+public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
+    case env = "READYGATE_ENV"
+    case environment = "ENVIRONMENT"
+    case kService = "K_SERVICE"
+    case kubernetesServiceHost = "KUBERNETES_SERVICE_HOST"
+    case listen = "READYGATE_LISTEN"
+    case port = "PORT"
+    case upstream = "READYGATE_UPSTREAM"
+    case acceptMode = "READYGATE_ACCEPT_MODE"
+    case readyGate = "READYGATE_READY_GATE"
+    case readyMessage = "READYGATE_READY_MESSAGE"
+    case readyTimeoutAction = "READYGATE_READY_TIMEOUT_ACTION"
+    case baseDelayMs = "READYGATE_BASE_DELAY_MS"
+    case handshakeTimeoutMs = "READYGATE_HANDSHAKE_TIMEOUT_MS"
+    case retryCapMs = "READYGATE_RETRY_CAP_MS"
+    case maxBufferBytes = "READYGATE_MAX_BUFFER_BYTES"
+    case maxMessageBytes = "READYGATE_MAX_MESSAGE_BYTES"
+    case subprotocols = "READYGATE_SUBPROTOCOLS"
+    case threads = "READYGATE_THREADS"
+    case logFormat = "READYGATE_LOG_FORMAT"
+    case logLevel = "READYGATE_LOG_LEVEL"
+
+    /// The key as swift-configuration spells it: one lower-case component, which the environment
+    /// provider encodes back to the variable's name.
+    public var configKey: ConfigKey { ConfigKey([rawValue.lowercased()]) }
+
+    /// The key an in-memory provider (the CLI's flags, tests) stores the value under.
+    public var absoluteKey: AbsoluteConfigKey { AbsoluteConfigKey([rawValue.lowercased()]) }
+}
+
+/// The log levels `READYGATE_LOG_LEVEL` accepts (swift-log's names).
+public let readyGateLogLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+extension ReadyGateSettings {
+    /// Reads and validates every setting.
+    ///
+    /// - Throws: ``SettingsError`` naming the first variable whose value is not allowed.
+    public init(reader: ConfigReader) throws(SettingsError) {
+        let source = SettingsSource(reader: reader)
+        self.init()
+
+        let detected = try DeploymentEnvironment.detect { name in
+            ReadyGateConfigKey(rawValue: name).flatMap { source.value($0) }
+        }
+        environment = detected.environment
+        environmentSource = detected.source
+        timing = environment.profile
+
+        if let text = source.value(.listen) {
+            guard let parsed = HostAndPort.parse(text) else {
+                throw SettingsError(variable: .listen, value: text, allowed: "host:port, [ipv6]:port or :port")
+            }
+            listen = parsed
+        } else if source.value(.port) != nil {
+            listen = HostAndPort(host: "0.0.0.0", port: try source.integer(.port, in: 1...65535))
+        }
+        if let text = source.value(.upstream) {
+            guard let parsed = UpstreamTarget.parse(text) else {
+                throw SettingsError(
+                    variable: .upstream,
+                    value: text,
+                    allowed: "http://host:port, ws://host:port, https://host:port or wss://host:port"
+                )
+            }
+            upstream = parsed
+        }
+        acceptMode = try source.choice(.acceptMode, default: acceptMode)
+        readyGate = try source.choice(.readyGate, default: readyGate)
+        readyTimeoutAction = try source.choice(.readyTimeoutAction, default: readyTimeoutAction)
+        if let message = source.value(.readyMessage) {
+            guard !message.isEmpty else {
+                throw SettingsError(variable: .readyMessage, value: message, allowed: "a non-empty text")
+            }
+            readyMessage = message
+        }
+        timing.baseDelayMs = try source.integer(.baseDelayMs, in: 0...60_000, default: timing.baseDelayMs)
+        timing.handshakeTimeoutMs = try source.integer(
+            .handshakeTimeoutMs,
+            in: 1...600_000,
+            default: timing.handshakeTimeoutMs
+        )
+        timing.retryCapMs = try source.integer(.retryCapMs, in: 1...60_000, default: timing.retryCapMs)
+        maxBufferBytes = try source.integer(.maxBufferBytes, in: 1024...(1 << 30), default: maxBufferBytes)
+        maxMessageBytes = try source.integer(.maxMessageBytes, in: 125...(1 << 32), default: maxMessageBytes)
+        if let text = source.value(.subprotocols) {
+            let names = text.split(separator: ",").map { $0.trimmingSpaces() }
+            guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isHTTPTokenCharacter) }) else {
+                throw SettingsError(
+                    variable: .subprotocols,
+                    value: text,
+                    allowed: "a comma-separated list of subprotocol names (RFC 6455 §4.1 tokens)"
+                )
+            }
+            subprotocols = names
+        }
+        if source.value(.threads) != nil {
+            threads = try source.integer(.threads, in: 1...256)
+        }
+        logFormat = try source.choice(.logFormat, default: logFormat)
+        if let level = source.value(.logLevel) {
+            guard readyGateLogLevels.contains(level.lowercased()) else {
+                throw SettingsError(
+                    variable: .logLevel,
+                    value: level,
+                    allowed: readyGateLogLevels.joined(separator: ", ")
+                )
+            }
+            logLevel = level.lowercased()
+        }
+    }
+
+    /// The effective settings as `VARIABLE=value` lines, for `readygate check-config`.
+    public var effectiveValues: [(variable: String, value: String)] {
+        [
+            ("READYGATE_ENV", environment.rawValue + (environmentSource.map { " (from \($0))" } ?? " (default)")),
+            ("READYGATE_LISTEN", listen.description),
+            ("READYGATE_UPSTREAM", upstream.description),
+            ("READYGATE_ACCEPT_MODE", acceptMode.rawValue),
+            ("READYGATE_READY_GATE", readyGate.rawValue),
+            ("READYGATE_READY_MESSAGE", readyMessage),
+            ("READYGATE_READY_TIMEOUT_ACTION", readyTimeoutAction.rawValue),
+            ("READYGATE_BASE_DELAY_MS", String(timing.baseDelayMs)),
+            ("READYGATE_HANDSHAKE_TIMEOUT_MS", String(timing.handshakeTimeoutMs)),
+            ("READYGATE_RETRY_CAP_MS", String(timing.retryCapMs)),
+            ("READYGATE_MAX_BUFFER_BYTES", String(maxBufferBytes)),
+            ("READYGATE_MAX_MESSAGE_BYTES", String(maxMessageBytes)),
+            ("READYGATE_SUBPROTOCOLS", subprotocols?.joined(separator: ",") ?? "(unset)"),
+            ("READYGATE_THREADS", threads.map(String.init) ?? "(one per core)"),
+            ("READYGATE_LOG_FORMAT", logFormat.rawValue),
+            ("READYGATE_LOG_LEVEL", logLevel),
+        ]
+    }
+}
+
+extension SettingsError {
+    init(variable: ReadyGateConfigKey, value: String, allowed: String) {
+        self.init(variable: variable.rawValue, value: value, allowed: allowed)
+    }
+}
+
+/// Typed reads of one key each, with errors that name the variable.
+private struct SettingsSource {
+    var reader: ConfigReader
+
+    func value(_ key: ReadyGateConfigKey) -> String? {
+        guard let text = reader.string(forKey: key.configKey) else { return nil }
+        let trimmed = Substring(text).trimmingSpaces()
+        return trimmed.isEmpty ? nil : trimmed
+    }
+
+    func integer(_ key: ReadyGateConfigKey, in range: ClosedRange<Int>, default fallback: Int) throws(SettingsError)
+        -> Int
+    {
+        value(key) == nil ? fallback : try integer(key, in: range)
+    }
+
+    func integer(_ key: ReadyGateConfigKey, in range: ClosedRange<Int>) throws(SettingsError) -> Int {
+        let text = value(key) ?? ""
+        guard let number = Int(text), range.contains(number) else {
+            throw SettingsError(
+                variable: key,
+                value: text,
+                allowed: "an integer from \(range.lowerBound) to \(range.upperBound)"
+            )
+        }
+        return number
+    }
+
+    func choice<T: RawRepresentable & CaseIterable>(_ key: ReadyGateConfigKey, default fallback: T)
+        throws(SettingsError)
+        -> T where T.RawValue == String
+    {
+        guard let text = value(key) else { return fallback }
+        guard let parsed = T(rawValue: text.lowercased()) else {
+            throw SettingsError(
+                variable: key,
+                value: text,
+                allowed: "one of " + T.allCases.map(\.rawValue).joined(separator: ", ")
+            )
+        }
+        return parsed
+    }
+}
+
+extension Substring {
+    func trimmingSpaces() -> String {
+        String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
+    }
+}
+
+extension Character {
+    /// RFC 9110 §5.6.2 `tchar`.
+    var isHTTPTokenCharacter: Bool {
+        guard isASCII, let value = asciiValue else { return false }
+        if (0x30...0x39).contains(value) || (0x41...0x5A).contains(value) || (0x61...0x7A).contains(value) {
+            return true
+        }
+        return "!#$%&'*+-.^_`|~".contains(self)
+    }
+}

@@ -1,0 +1,134 @@
+/// How the client's upgrade is answered (DESIGN §2, "Accept mode").
+public enum AcceptMode: String, Sendable, CaseIterable {
+    /// Answer `101` at once, before the backend has answered.
+    case immediate
+    /// Answer only when the backend has answered, relaying a rejection as it is.
+    case upstream
+}
+
+/// When a connected upstream counts as ready for the client's frames (DESIGN §2, "Readiness gate").
+public enum ReadyGateMode: String, Sendable, CaseIterable {
+    /// Ready when the base delay has passed since the upstream's `101`.
+    case delay
+    /// Ready when the backend sends a data frame containing the ready message.
+    case message
+}
+
+/// What happens when the handshake timeout expires before the session is ready.
+public enum ReadyTimeoutAction: String, Sendable, CaseIterable {
+    /// End the session with close `1013`.
+    case close
+    /// Splice anyway, and log it.
+    case open
+}
+
+/// The log output format.
+public enum LogFormat: String, Sendable, CaseIterable {
+    case json
+    case text
+}
+
+/// A host and port to listen on or connect to.
+public struct HostAndPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Parses `host:port`, `[v6]:port` or `:port` (all interfaces).
+    public static func parse(_ text: String, defaultHost: String = "0.0.0.0") -> HostAndPort? {
+        var host: Substring
+        var portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            if host.contains(":") { return nil }
+        }
+        if host.isEmpty { host = Substring(defaultHost) }
+        guard let port = Int(portText), (0...65535).contains(port) else { return nil }
+        return HostAndPort(host: String(host), port: port)
+    }
+}
+
+/// Where the backend is: `http://`/`ws://` for plain TCP, `https://`/`wss://` for TLS.
+public struct UpstreamTarget: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var usesTLS: Bool
+
+    public init(host: String, port: Int, usesTLS: Bool) {
+        self.host = host
+        self.port = port
+        self.usesTLS = usesTLS
+    }
+
+    public var description: String {
+        "\(usesTLS ? "https" : "http")://\(HostAndPort(host: host, port: port))"
+    }
+
+    /// Parses an upstream URL: scheme, host and optional port; no path, query or user info.
+    public static func parse(_ text: String) -> UpstreamTarget? {
+        let schemes: [(String, Bool, Int)] = [
+            ("http://", false, 80), ("ws://", false, 80), ("https://", true, 443), ("wss://", true, 443),
+        ]
+        guard let (prefix, tls, defaultPort) = schemes.first(where: { text.lowercased().hasPrefix($0.0) }) else {
+            return nil
+        }
+        var authority = Substring(text.dropFirst(prefix.count))
+        if authority.hasSuffix("/") { authority = authority.dropLast() }
+        guard !authority.isEmpty, !authority.contains("/"), !authority.contains("@"), !authority.contains("?") else {
+            return nil
+        }
+        let hasPort = authority.hasPrefix("[") ? authority.contains("]:") : authority.contains(":")
+        if hasPort {
+            guard let parsed = HostAndPort.parse(String(authority)), !parsed.host.isEmpty, parsed.port > 0,
+                !String(authority).hasPrefix(":")
+            else { return nil }
+            return UpstreamTarget(host: parsed.host, port: parsed.port, usesTLS: tls)
+        }
+        var host = String(authority)
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, !host.contains("[") else { return nil }
+        return UpstreamTarget(host: host, port: defaultPort, usesTLS: tls)
+    }
+}
+
+/// Everything ReadyGate is tuned with. Plain values with defaults; read from a configuration
+/// source by ``init(reader:)`` (see `ReadyGateSettings+ConfigReader.swift` for every key).
+public struct ReadyGateSettings: Sendable, Equatable {
+    public var environment: DeploymentEnvironment = .development
+    /// The variable the environment came from; nil when it was the fallback.
+    public var environmentSource: String?
+    public var listen = HostAndPort(host: "0.0.0.0", port: 8080)
+    public var upstream = UpstreamTarget(host: "127.0.0.1", port: 8000, usesTLS: false)
+    public var acceptMode: AcceptMode = .immediate
+    public var readyGate: ReadyGateMode = .delay
+    /// The text a backend's ready frame must contain (message gate).
+    public var readyMessage = #""type":"connection_ready""#
+    public var readyTimeoutAction: ReadyTimeoutAction = .close
+    public var timing: TimingProfile = DeploymentEnvironment.development.profile
+    /// Client bytes held per session before the proxy stops reading from the client.
+    public var maxBufferBytes = 1 << 20
+    /// The largest data message accepted from a client before READY, and watched after (close 1009).
+    public var maxMessageBytes = 64 << 20
+    /// Subprotocols ReadyGate may choose in `immediate` mode; nil when unset.
+    public var subprotocols: [String]?
+    /// Event loops; nil means one per core.
+    public var threads: Int?
+    public var logFormat: LogFormat = .json
+    public var logLevel = "info"
+
+    public init() {}
+}

@@ -1,0 +1,153 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import ReadyGateCore
+
+/// The first handler of every HTTP/1.1 connection. It reads a request head and decides:
+/// a WebSocket upgrade is validated (RFC 6455 §4.2.1) and handed to a ``WebSocketSession``;
+/// anything else is answered `501` until plain-HTTP forwarding exists.
+final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case idle
+        /// A non-upgrade request: answer at its end.
+        case plainRequest(HTTPRequestHead)
+        /// A valid upgrade request: the session starts at its end.
+        case upgradeRequested(HTTPRequestHead, HTTPHeaderList, ClientUpgradeRequest)
+        /// The session owns the connection now.
+        case upgrading(WebSocketSession)
+        case done
+    }
+
+    private let environment: ProxyEnvironment
+    private var state = State.idle
+
+    init(environment: ProxyEnvironment) {
+        self.environment = environment
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        switch (state, part) {
+        case (.idle, .head(let head)):
+            receivedHead(head, context: context)
+        case (.plainRequest(let head), .end):
+            state = .done
+            respond(
+                context: context,
+                status: .notImplemented,
+                body: "ReadyGate does not forward plain HTTP requests yet; only WebSocket upgrades are proxied.\n",
+                keepAlive: head.isKeepAlive
+            )
+        case (.upgradeRequested(let head, let headers, let upgrade), .end):
+            let session = WebSocketSession(
+                environment: environment,
+                request: head,
+                headers: headers,
+                upgrade: upgrade,
+                clientContext: context
+            )
+            state = .upgrading(session)
+            session.start()
+        case (.upgrading, .end), (.plainRequest, .body), (.upgrading, .body), (.upgradeRequested, .body), (.done, _):
+            break
+        case (.idle, _), (.plainRequest, .head), (.upgrading, .head), (.upgradeRequested, .head):
+            break
+        }
+    }
+
+    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let headers = HTTPHeaderList(head.headers.map { (name: $0.name, value: $0.value) })
+        guard WebSocketHandshake.isWebSocketUpgrade(headers) else {
+            state = .plainRequest(head)
+            return
+        }
+        switch WebSocketHandshake.validateUpgrade(
+            method: head.method.rawValue,
+            versionMajor: head.version.major,
+            versionMinor: head.version.minor,
+            headers: headers
+        ) {
+        case .failure(let rejection):
+            state = .done
+            environment.logger.warning(
+                "upgrade_rejected",
+                metadata: [
+                    "status": "\(rejection.status)", "reason": "\(rejection.reason)", "path": "\(head.uri)",
+                    "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+                ]
+            )
+            var extra = HTTPHeaders()
+            if rejection.versionHint { extra.add(name: "Sec-WebSocket-Version", value: "13") }
+            respond(
+                context: context,
+                status: HTTPResponseStatus(statusCode: rejection.status),
+                body: rejection.reason + "\n",
+                keepAlive: false,
+                extraHeaders: extra
+            )
+        case .success(let upgrade):
+            state = .upgradeRequested(head, headers, upgrade)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .upgrading(let session) = state { session.clientInactiveBeforeUpgrade() }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if case .upgrading(let session) = state {
+            session.clientInactiveBeforeUpgrade()
+            context.close(promise: nil)
+            return
+        }
+        guard case .idle = state, let parserError = error as? HTTPParserError else {
+            context.close(promise: nil)
+            return
+        }
+        state = .done
+        let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+        environment.logger.warning(
+            "bad_request",
+            metadata: [
+                "status": "\(status.code)", "error": "\(parserError)",
+                "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+            ]
+        )
+        respond(context: context, status: status, body: "malformed HTTP request: \(parserError)\n", keepAlive: false)
+    }
+
+    /// Writes a small complete response; closes the connection unless it is kept alive.
+    private func respond(
+        context: ChannelHandlerContext,
+        status: HTTPResponseStatus,
+        body: String,
+        keepAlive: Bool,
+        extraHeaders: HTTPHeaders = HTTPHeaders()
+    ) {
+        var headers = extraHeaders
+        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        let done = context.writeAndFlushPromise()
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+        if keepAlive {
+            state = .idle
+        } else {
+            done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTPEntryHandler: Sendable {}
+
+extension ChannelHandlerContext {
+    func writeAndFlushPromise() -> EventLoopPromise<Void> { eventLoop.makePromise(of: Void.self) }
+}

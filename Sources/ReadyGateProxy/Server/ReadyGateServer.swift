@@ -1,0 +1,59 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ReadyGateCore
+
+/// The proxy's HTTP/1.1 listener. Every accepted connection gets an HTTP decoder, encoder and an
+/// ``HTTPEntryHandler``; WebSocket upgrades become sessions on the connection's event loop.
+public final class ReadyGateServer: Sendable {
+    public let environment: ProxyEnvironment
+    private let group: any EventLoopGroup
+    private let channel: any Channel
+
+    private init(environment: ProxyEnvironment, group: any EventLoopGroup, channel: any Channel) {
+        self.environment = environment
+        self.group = group
+        self.channel = channel
+    }
+
+    /// The address the listener is bound to (with the real port when 0 was asked for).
+    public var localAddress: SocketAddress? { channel.localAddress }
+
+    /// The bound port.
+    public var port: Int { channel.localAddress?.port ?? 0 }
+
+    /// Binds the listener on `environment.settings.listen`.
+    public static func start(environment: ProxyEnvironment, group: any EventLoopGroup) async throws -> ReadyGateServer {
+        let listen = environment.settings.listen
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 1024)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try configureHTTP1(channel: channel, environment: environment)
+                }
+            }
+            .bind(host: listen.host, port: listen.port)
+            .get()
+        return ReadyGateServer(environment: environment, group: group, channel: channel)
+    }
+
+    /// Installs the HTTP/1.1 handlers on a fresh connection.
+    static func configureHTTP1(channel: any Channel, environment: ProxyEnvironment) throws {
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        try sync.addHandler(HTTPResponseEncoder())
+        try sync.addHandler(HTTPEntryHandler(environment: environment))
+    }
+
+    /// Stops accepting; sessions in flight run on.
+    public func close() async throws {
+        try await channel.close()
+    }
+
+    /// Completes when the listener is closed.
+    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+}

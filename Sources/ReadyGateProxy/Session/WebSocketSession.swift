@@ -1,0 +1,638 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ReadyGateCore
+
+/// One proxied WebSocket session (DESIGN §2): it drives a ``SessionStateMachine`` and performs
+/// the actions it returns — answering the client, connecting upstream with retries, holding the
+/// client's frames, passing the readiness gate, splicing, and ending with the right close code.
+///
+/// Everything here runs on the client channel's event loop; the upstream channel is opened on
+/// the same loop, so the two relay halves call each other without locks.
+final class WebSocketSession {
+    let environment: ProxyEnvironment
+    private var settings: ReadyGateSettings { environment.settings }
+    private let logger: Logger
+    private let eventLoop: any EventLoop
+    private let started = NIODeadline.now()
+    private var machine: SessionStateMachine
+    private(set) var record: SessionRecord
+    private let detector: RaceDetector
+    private var random = SystemRandomNumberGenerator()
+
+    private let request: HTTPRequestHead
+    private let headers: HTTPHeaderList
+    private let upgrade: ClientUpgradeRequest
+    private let clientChannel: any Channel
+    /// The HTTP entry handler's context, until the client is switched to WebSocket bytes.
+    private var entryContext: ChannelHandlerContext?
+    /// The subprotocol ReadyGate answers in `immediate` mode.
+    private var chosenSubprotocol: String?
+    /// The backend's 101, mirrored to the client in `upstream` accept mode.
+    private var upstreamResponse: HTTPResponseHead?
+
+    private var clientHalf: SpliceHandler?
+    private var upstreamHalf: SpliceHandler?
+    private var upstreamChannel: (any Channel)?
+    private var attempt = 0
+
+    private var handshakeTimer: Scheduled<Void>?
+    private var gateTimer: Scheduled<Void>?
+    private var retryTimer: Scheduled<Void>?
+    private var finished = false
+
+    init(
+        environment: ProxyEnvironment,
+        request: HTTPRequestHead,
+        headers: HTTPHeaderList,
+        upgrade: ClientUpgradeRequest,
+        clientContext: ChannelHandlerContext
+    ) {
+        self.environment = environment
+        let settings = environment.settings
+        let id = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        var logger = environment.logger
+        logger[metadataKey: "session"] = "\(id)"
+        self.logger = logger
+        self.eventLoop = clientContext.eventLoop
+        self.machine = SessionStateMachine(
+            acceptMode: settings.acceptMode,
+            gate: settings.readyGate,
+            timeoutAction: settings.readyTimeoutAction,
+            timing: settings.timing
+        )
+        self.record = SessionRecord(
+            id: id,
+            environment: settings.environment,
+            acceptMode: settings.acceptMode,
+            gate: settings.readyGate,
+            path: request.uri
+        )
+        self.detector = RaceDetector(timing: settings.timing)
+        self.request = request
+        self.headers = headers
+        self.upgrade = upgrade
+        self.clientChannel = clientContext.channel
+        self.entryContext = clientContext
+    }
+
+    /// Milliseconds since the client's request was read.
+    private var nowMs: Int { Int((NIODeadline.now() - started).nanoseconds / 1_000_000) }
+
+    // MARK: Start
+
+    func start() {
+        clientChannel.closeFuture.assumeIsolated().whenComplete { [self] _ in clientChannelClosed() }
+        let actions = machine.start(
+            clientOfferedSubprotocols: !upgrade.subprotocols.isEmpty,
+            subprotocolsConfigured: settings.subprotocols != nil,
+            nowMs: nowMs
+        )
+        record.acceptMode = machine.acceptMode
+        if machine.acceptMode == .immediate {
+            if let configured = settings.subprotocols {
+                chosenSubprotocol = WebSocketHandshake.chooseSubprotocol(
+                    offered: upgrade.subprotocols,
+                    configured: configured
+                )
+            }
+        } else {
+            // The backend answers first; keep the client quiet until then.
+            clientChannel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        }
+        handshakeTimer = eventLoop.assumeIsolated().scheduleTask(
+            in: .milliseconds(Int64(settings.timing.handshakeTimeoutMs))
+        ) {
+            [self] in
+            perform(machine.handshakeTimedOut(nowMs: nowMs))
+        }
+        perform(actions)
+    }
+
+    private func perform(_ actions: [SessionStateMachine.Action]) {
+        for action in actions { perform(action) }
+    }
+
+    private func perform(_ action: SessionStateMachine.Action) {
+        switch action {
+        case .connectUpstream:
+            connectUpstream()
+        case .retryConnect(let delay):
+            if record.note(.upstreamConnectRetry) {
+                logEvent(RaceEvent(.upstreamConnectRetry, ["attempt": "\(attempt)", "delay_ms": "\(delay)"]))
+            }
+            retryTimer = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
+                connectUpstream()
+            }
+        case .acceptClient:
+            acceptClient()
+        case .armReadyDelay(let delay):
+            gateTimer = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
+                perform(machine.gatePassed(nowMs: nowMs))
+            }
+        case .awaitReadyMessage:
+            upstreamHalf?.readyMatcher = ReadyMessageMatcher(readyMessage: settings.readyMessage)
+        case .flushAndSplice(let timedOut):
+            becomeReady(timedOut: timedOut)
+        case .relayUpstreamResponse(let status):
+            noteRejected(status: status)
+            relayUpstreamRejection()
+        case .end(let reason):
+            end(reason)
+        case .abandonUpstream(let cleanly):
+            abandonUpstream(clientClosedCleanly: cleanly)
+        case .none:
+            break
+        }
+    }
+
+    // MARK: Client side
+
+    /// Sends the client its 101 and turns its pipeline from HTTP into a relay half.
+    private func acceptClient() {
+        guard let context = entryContext else { return }
+        entryContext = nil
+        var responseHeaders = HTTPHeaders()
+        if let upstreamResponse {
+            // `upstream` mode: mirror the backend's end-to-end answer (subprotocol, extensions, cookies).
+            let mirrored = ProxyHeaders.strippingHopByHop(
+                HTTPHeaderList(upstreamResponse.headers.map { (name: $0.name, value: $0.value) })
+            )
+            for field in mirrored where field.name.lowercased() != "sec-websocket-accept" {
+                responseHeaders.add(name: field.name, value: field.value)
+            }
+        } else if let chosenSubprotocol {
+            responseHeaders.add(name: "Sec-WebSocket-Protocol", value: chosenSubprotocol)
+        }
+        responseHeaders.add(name: "Upgrade", value: "websocket")
+        responseHeaders.add(name: "Connection", value: "Upgrade")
+        responseHeaders.add(name: "Sec-WebSocket-Accept", value: WebSocketHandshake.acceptValue(forKey: upgrade.key))
+        let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: responseHeaders)
+        context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+
+        let half = SpliceHandler(
+            side: .client,
+            session: self,
+            scanner: WebSocketFrameScanner(
+                role: .client,
+                allowedReservedBits: negotiatedReservedBits,
+                maxMessageBytes: UInt64(settings.maxMessageBytes)
+            ),
+            holding: true,
+            maxHeldBytes: settings.maxBufferBytes
+        )
+        clientHalf = half
+        do {
+            try ClientPipeline.switchToWebSocket(context: context, relay: half)
+        } catch {
+            logger.error("pipeline_switch_failed", metadata: ["side": "client", "error": "\(error)"])
+            clientChannel.close(promise: nil)
+            return
+        }
+        if machine.acceptMode == .upstream {
+            clientChannel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        }
+    }
+
+    /// RSV bits an extension negotiated in `upstream` mode (permessage-deflate uses RSV1, RFC 7692).
+    private var negotiatedReservedBits: UInt8 {
+        guard let upstreamResponse else { return 0 }
+        return upstreamResponse.headers["Sec-WebSocket-Extensions"].isEmpty ? 0 : 0b100
+    }
+
+    func clientFramesHeld(frames: Int, bytes: Int) {
+        if record.firstEarlyFrameAtMs == nil && frames > 0 { record.firstEarlyFrameAtMs = nowMs }
+        record.earlyFrames = frames
+        record.earlyBytes = bytes
+    }
+
+    func holdReachedBound(bytes: Int) {
+        record.backpressureEvents += 1
+        if record.note(.bufferBackpressure) {
+            logEvent(RaceEvent(.bufferBackpressure, ["held_bytes": "\(bytes)", "bound": "\(settings.maxBufferBytes)"]))
+        }
+    }
+
+    func clientClosedBeforeReady(code: UInt16?) {
+        record.closer = .client
+        // Finish the close handshake with the client (RFC 6455 §5.5.1): echo its code.
+        let reply = WebSocketFrameWriter.frame(
+            opcode: .close,
+            payload: code.map { WebSocketFrameWriter.closePayload(code: $0, reason: "") } ?? []
+        )
+        clientHalf?.sendFrame(reply)?.assumeIsolated().whenComplete { [self] _ in clientChannel.close(promise: nil) }
+        perform(machine.clientLeftBeforeReady(cleanly: true, nowMs: nowMs))
+    }
+
+    func clientProtocolError(_ error: WebSocketProtocolError) {
+        record.closer = .client
+        logger.warning("client_protocol_error", metadata: ["error": "\(error)", "close_code": "\(error.closeCode)"])
+        perform(machine.clientProtocolError(error, nowMs: nowMs))
+    }
+
+    func clientInactiveBeforeUpgrade() {
+        guard !finished else { return }
+        if record.closer == .none { record.closer = .client }
+        perform(machine.clientLeftBeforeReady(cleanly: false, nowMs: nowMs))
+    }
+
+    // MARK: Upstream side
+
+    private func connectUpstream() {
+        guard machine.state == .handshakePending else { return }
+        attempt += 1
+        record.connectAttempts = attempt
+        let remaining = max(1, settings.timing.handshakeTimeoutMs - nowMs)
+        let thisAttempt = attempt
+        let upstreamRequest = makeUpstreamRequest()
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let target = settings.upstream
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(.milliseconds(Int64(remaining)))
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(HTTPRequestEncoder())
+                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)))
+                    try sync.addHandler(
+                        UpstreamHandshakeHandler(session: bound.value, request: upstreamRequest, attempt: thisAttempt)
+                    )
+                }
+            }
+            .connect(host: target.host, port: target.port)
+            .assumeIsolated()
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    if machine.state == .handshakePending && thisAttempt == attempt {
+                        upstreamChannel = channel
+                    } else {
+                        channel.close(promise: nil)
+                    }
+                case .failure(let error):
+                    upstreamAttemptFailed(attempt: thisAttempt, error: "\(error)")
+                }
+            }
+    }
+
+    /// The upgrade request for the backend: the client's path and end-to-end headers, a fresh key,
+    /// `X-Forwarded-*` (DESIGN §2, "Upstream connect and retry").
+    private func makeUpstreamRequest() -> HTTPRequestHead {
+        var list = ProxyHeaders.upstreamUpgradeHeaders(
+            client: headers,
+            key: upstreamKey,
+            keepExtensions: machine.acceptMode == .upstream,
+            clientAddress: clientChannel.remoteAddress?.ipAddress,
+            proto: "http"
+        )
+        if machine.acceptMode == .immediate && settings.subprotocols != nil {
+            list.remove("sec-websocket-protocol")
+            if let chosenSubprotocol { list.add("Sec-WebSocket-Protocol", chosenSubprotocol) }
+        }
+        var nioHeaders = HTTPHeaders()
+        for field in list { nioHeaders.add(name: field.name, value: field.value) }
+        return HTTPRequestHead(version: .http1_1, method: .GET, uri: request.uri, headers: nioHeaders)
+    }
+
+    private lazy var upstreamKey: String = WebSocketHandshake.makeKey(using: &random)
+
+    func upstreamAttemptFailed(attempt failed: Int, error: String) {
+        guard failed == attempt, machine.state == .handshakePending else { return }
+        upstreamChannel?.close(promise: nil)
+        upstreamChannel = nil
+        logger.debug("upstream_attempt_failed", metadata: ["attempt": "\(failed)", "error": "\(error)"])
+        perform(machine.upstreamAttemptFailed(nowMs: nowMs, using: &random))
+    }
+
+    func upstreamAnsweredNon101(_ head: HTTPResponseHead, body: ByteBuffer?, attempt answered: Int) {
+        guard answered == attempt, machine.state == .handshakePending else { return }
+        record.upstreamStatus = Int(head.status.code)
+        if [502, 503, 504].contains(head.status.code) {
+            upstreamAttemptFailed(attempt: answered, error: "backend answered \(head.status.code)")
+            return
+        }
+        rejection = (head, body)
+        perform(machine.upstreamRejected(status: Int(head.status.code), nowMs: nowMs))
+    }
+
+    private var rejection: (head: HTTPResponseHead, body: ByteBuffer?)?
+
+    func upstreamAnswered101(
+        _ head: HTTPResponseHead,
+        handshake: UpstreamHandshakeHandler,
+        context: ChannelHandlerContext,
+        attempt answered: Int
+    ) {
+        guard answered == attempt, machine.state == .handshakePending else {
+            context.close(promise: nil)
+            return
+        }
+        record.upstreamStatus = 101
+        let answer = HTTPHeaderList(head.headers.map { (name: $0.name, value: $0.value) })
+        let offered = makeUpstreamRequest().headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
+        if let problem = WebSocketHandshake.verifyUpstreamAnswer(
+            headers: answer,
+            sentKey: upstreamKey,
+            offeredSubprotocols: offered
+        ) {
+            logger.warning("upstream_handshake_invalid", metadata: ["problem": "\(problem)"])
+            context.close(promise: nil)
+            perform(machine.upstreamFailedBeforeReady(.upstreamProtocolError(problem), nowMs: nowMs))
+            return
+        }
+        upstreamResponse = machine.acceptMode == .upstream ? head : nil
+        let half = SpliceHandler(
+            side: .upstream,
+            session: self,
+            scanner: WebSocketFrameScanner(role: .server, allowedReservedBits: negotiatedReservedBits),
+            holding: false,
+            maxHeldBytes: .max
+        )
+        upstreamHalf = half
+        let upgradedAt = nowMs
+        if let event = detector.upstreamUpgraded(atMs: upgradedAt, record: &record) { logEvent(event) }
+        let actions = machine.upstreamUpgraded(nowMs: upgradedAt)
+        // Accept the client first (upstream mode), so the relay has both halves before any backend byte moves.
+        if actions.contains(.acceptClient) { perform(.acceptClient) }
+        if let clientHalf { half.pair(with: clientHalf) }
+        // Watch for the ready message before the switch: the backend's first frames come out of the
+        // HTTP decoder as soon as it is removed.
+        if actions.contains(.awaitReadyMessage) { perform(.awaitReadyMessage) }
+        do {
+            try UpstreamPipeline.switchToWebSocket(context: context, handshake: handshake, relay: half)
+        } catch {
+            logger.error("pipeline_switch_failed", metadata: ["side": "upstream", "error": "\(error)"])
+            perform(machine.upstreamFailedBeforeReady(.upstreamClosed, nowMs: nowMs))
+            return
+        }
+        for action in actions where action != .acceptClient && action != .awaitReadyMessage { perform(action) }
+    }
+
+    func readyMessageSeen() {
+        guard machine.state == .connected else { return }
+        perform(machine.gatePassed(nowMs: nowMs))
+    }
+
+    // MARK: Ready
+
+    private func becomeReady(timedOut: Bool) {
+        handshakeTimer?.cancel()
+        gateTimer?.cancel()
+        let readyAt = nowMs
+        if timedOut, record.note(.readyTimeout) {
+            logEvent(RaceEvent(.readyTimeout, ["action": "open", "ms": "\(readyAt)"]))
+        }
+        if record.earlyFrames > 0, record.note(.earlyClientFrames) {
+            let earlyBy = readyAt - (record.firstEarlyFrameAtMs ?? readyAt)
+            logEvent(
+                RaceEvent(
+                    .earlyClientFrames,
+                    ["frames": "\(record.earlyFrames)", "bytes": "\(record.earlyBytes)", "early_by_ms": "\(earlyBy)"]
+                )
+            )
+        }
+        clientHalf?.flushHeldFrames()
+    }
+
+    // MARK: Relay events
+
+    func sideInactive(_ side: SpliceHandler.Side) {
+        switch side {
+        case .client:
+            if machine.isHoldingClientFrames {
+                if record.closer == .none { record.closer = .client }
+                perform(machine.clientLeftBeforeReady(cleanly: false, nowMs: nowMs))
+            } else {
+                if record.closer == .none { record.closer = .client }
+                upstreamHalf?.close(mode: .all)
+            }
+        case .upstream:
+            if record.closer == .none { record.closer = .upstream }
+            let stats = upstreamHalf?.trafficStats ?? WebSocketTrafficStats()
+            if stats.sawClose {
+                if let event = detector.upstreamClosed(code: stats.closeCode, atMs: nowMs, record: &record) {
+                    logEvent(event)
+                }
+                clientHalf?.close(mode: .all)
+                if clientHalf == nil { clientChannel.close(promise: nil) }
+            } else if machine.isHoldingClientFrames {
+                perform(machine.upstreamFailedBeforeReady(.upstreamClosed, nowMs: nowMs))
+            } else {
+                if let event = detector.upstreamClosed(code: nil, atMs: nowMs, record: &record) { logEvent(event) }
+                closeClient(with: .upstreamClosed)
+            }
+        }
+    }
+
+    func sideInputClosed(_ side: SpliceHandler.Side) {
+        switch side {
+        case .client: upstreamHalf?.close(mode: .output)
+        case .upstream: clientHalf?.close(mode: .output)
+        }
+    }
+
+    func sideFailed(_ side: SpliceHandler.Side, error: any Error) {
+        logger.debug("relay_error", metadata: ["side": "\(side.rawValue)", "error": "\(error)"])
+        switch side {
+        case .client: clientChannel.close(promise: nil)
+        case .upstream: upstreamChannel?.close(promise: nil)
+        }
+    }
+
+    func scannerFailed(_ side: SpliceHandler.Side, error: WebSocketProtocolError) {
+        if side == .upstream && machine.isHoldingClientFrames {
+            perform(machine.upstreamFailedBeforeReady(.upstreamProtocolError(error.description), nowMs: nowMs))
+            return
+        }
+        logger.notice(
+            "scanner_stopped",
+            metadata: ["side": "\(side.rawValue)", "error": "\(error)", "note": "relay continues unwatched"]
+        )
+    }
+
+    // MARK: Ending
+
+    /// The proxy ends the session: a close frame when the client has its 101, else an HTTP error.
+    private func end(_ reason: SessionCloseReason) {
+        handshakeTimer?.cancel()
+        gateTimer?.cancel()
+        retryTimer?.cancel()
+        record.endReason = reason
+        if record.closer == .none { record.closer = .proxy }
+        switch reason {
+        case .upstreamRejected(let status): noteRejected(status: status)
+        case .upstreamNotReady:
+            if record.note(.readyTimeout) { logEvent(RaceEvent(.readyTimeout, ["action": "close", "ms": "\(nowMs)"])) }
+        default: break
+        }
+        let lost = clientHalf?.dropHold() ?? (frames: 0, bytes: 0)
+        record.undeliveredFrames += lost.frames
+        record.undeliveredBytes += lost.bytes
+        abandonUpstream(clientClosedCleanly: false)
+        if clientHalf != nil {
+            closeClient(with: reason)
+        } else if let context = entryContext {
+            entryContext = nil
+            let status: HTTPResponseStatus =
+                switch reason {
+                case .upstreamUnavailable, .upstreamNotReady: .gatewayTimeout
+                case .goingAway: .serviceUnavailable
+                default: .badGateway
+                }
+            respondHTTP(context: context, status: status, headers: HTTPHeaders(), body: nil, text: reason.reasonText)
+        } else {
+            clientChannel.close(promise: nil)
+        }
+    }
+
+    private func closeClient(with reason: SessionCloseReason) {
+        let frame = WebSocketFrameWriter.frame(
+            opcode: .close,
+            payload: WebSocketFrameWriter.closePayload(code: reason.closeCode, reason: reason.reasonText)
+        )
+        logger.info(
+            "session_closed_by_proxy",
+            metadata: ["close_code": "\(reason.closeCode)", "reason": "\(reason.reasonText)"]
+        )
+        if let written = clientHalf?.sendFrame(frame) {
+            written.assumeIsolated().whenComplete { [self] _ in clientChannel.close(promise: nil) }
+        } else {
+            clientChannel.close(promise: nil)
+        }
+    }
+
+    private func noteRejected(status: Int) {
+        if record.note(.upstreamRejected) { logEvent(RaceEvent(.upstreamRejected, ["status": "\(status)"])) }
+    }
+
+    /// `upstream` accept mode: the backend's refusal goes to the client as it was.
+    private func relayUpstreamRejection() {
+        handshakeTimer?.cancel()
+        guard let context = entryContext, let rejection else {
+            clientChannel.close(promise: nil)
+            return
+        }
+        entryContext = nil
+        var relayed = HTTPHeaders()
+        let list = ProxyHeaders.strippingHopByHop(
+            HTTPHeaderList(rejection.head.headers.map { (name: $0.name, value: $0.value) })
+        )
+        for field in list where field.name.lowercased() != "content-length" {
+            relayed.add(name: field.name, value: field.value)
+        }
+        respondHTTP(context: context, status: rejection.head.status, headers: relayed, body: rejection.body, text: nil)
+    }
+
+    private func respondHTTP(
+        context: ChannelHandlerContext,
+        status: HTTPResponseStatus,
+        headers: HTTPHeaders,
+        body: ByteBuffer?,
+        text: String?
+    ) {
+        var headers = headers
+        let payload = body ?? context.channel.allocator.buffer(string: text.map { $0 + "\n" } ?? "")
+        if text != nil { headers.replaceOrAdd(name: "Content-Type", value: "text/plain; charset=utf-8") }
+        headers.replaceOrAdd(name: "Content-Length", value: String(payload.readableBytes))
+        headers.replaceOrAdd(name: "Connection", value: "close")
+        context.write(
+            NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))),
+            promise: nil
+        )
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(payload))), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).assumeIsolated().whenComplete { [self] _ in
+            clientChannel.close(promise: nil)
+        }
+        clientChannel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+    }
+
+    /// Lets go of the backend: a masked close frame when it is connected (RFC 6455 §5.5.1), else
+    /// the pending connect or socket is closed.
+    private func abandonUpstream(clientClosedCleanly: Bool) {
+        retryTimer?.cancel()
+        handshakeTimer?.cancel()
+        gateTimer?.cancel()
+        if !clientClosedCleanly, machine.state == .closed {
+            if record.note(.clientGoneBeforeReady) {
+                logEvent(
+                    RaceEvent(
+                        .clientGoneBeforeReady,
+                        [
+                            "held_frames": "\(clientHalf?.heldFrames ?? 0)",
+                            "held_bytes": "\(clientHalf?.heldBytes ?? 0)",
+                        ]
+                    )
+                )
+            }
+        }
+        let lost = clientHalf?.dropHold() ?? (frames: 0, bytes: 0)
+        record.undeliveredFrames += lost.frames
+        record.undeliveredBytes += lost.bytes
+        if let upstreamHalf {
+            let code = clientClosedCleanly ? UInt16(1000) : 1001
+            let frame = WebSocketFrameWriter.frame(
+                opcode: .close,
+                payload: WebSocketFrameWriter.closePayload(code: code, reason: "client gone"),
+                maskingKey: UInt32.random(in: 0...UInt32.max, using: &random)
+            )
+            if let written = upstreamHalf.sendFrame(frame) {
+                let channel = upstreamChannel
+                written.assumeIsolated().whenComplete { _ in channel?.close(promise: nil) }
+            }
+        } else {
+            upstreamChannel?.close(promise: nil)
+        }
+        attempt += 1  // any connect still in flight is now stale
+    }
+
+    private func clientChannelClosed() {
+        guard !finished else { return }
+        finished = true
+        if machine.isHoldingClientFrames {
+            _ = machine.clientLeftBeforeReady(cleanly: false, nowMs: nowMs)
+            abandonUpstream(clientClosedCleanly: false)
+        }
+        handshakeTimer?.cancel()
+        gateTimer?.cancel()
+        retryTimer?.cancel()
+        let upstream = upstreamChannel
+        if let upstream, upstream.isActive, upstreamHalf == nil { upstream.close(promise: nil) }
+        let finish = { [self] in
+            machine.closed(nowMs: nowMs)
+            record.stateTimes = machine.enteredAt
+            if let clientHalf { record.clientToUpstream = clientHalf.trafficStats }
+            if let upstreamHalf { record.upstreamToClient = upstreamHalf.trafficStats }
+            if record.endReason == nil { record.endReason = machine.endReason }
+            for transition in machine.invalidTransitions {
+                logger.error("invalid_session_transition", metadata: ["transition": "\(transition)"])
+            }
+            var metadata = Logger.Metadata()
+            for (key, value) in record.summaryFields { metadata[key] = "\(value)" }
+            logger.info("session_summary", metadata: metadata)
+            environment.onSessionEnd?(record)
+            clientHalf = nil
+            upstreamHalf = nil
+            upstreamChannel = nil
+        }
+        if let upstream {
+            upstream.closeFuture.assumeIsolated().whenComplete { _ in finish() }
+            if upstream.isActive { upstreamHalf?.close(mode: .all) }
+        } else {
+            finish()
+        }
+    }
+
+    private func logEvent(_ event: RaceEvent) {
+        var metadata = Logger.Metadata()
+        for (key, value) in event.fields { metadata[key] = "\(value)" }
+        metadata["pattern"] = "\(event.pattern.rawValue)"
+        logger.info("\(event.pattern.rawValue)", metadata: metadata)
+    }
+}
+
+@available(*, unavailable)
+extension WebSocketSession: Sendable {}
