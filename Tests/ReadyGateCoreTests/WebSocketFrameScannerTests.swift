@@ -115,7 +115,11 @@ enum FrameFixtures {
         func frame(_ opcode: WebSocketOpcode, _ payload: [UInt8], fin: Bool = true) -> [UInt8] {
             key = key &* 0x0100_0193 &+ 0x9E37
             return WebSocketFrameWriter.frame(
-                opcode: opcode, payload: payload, fin: fin, maskingKey: masked ? key : nil)
+                opcode: opcode,
+                payload: payload,
+                fin: fin,
+                maskingKey: masked ? key : nil
+            )
         }
         return frame(.text, Array("Hello".utf8))
             + frame(.binary, binaryPayload)
@@ -174,7 +178,8 @@ struct WebSocketFrameScannerTests {
         #expect(
             headers.map(\.opcode) == [
                 .text, .binary, .ping, .text, .ping, .continuation, .pong, .continuation, .pong, .binary, .close,
-            ])
+            ]
+        )
         #expect(headers.map(\.fin) == [true, true, true, false, true, false, true, true, true, true, true])
         #expect(headers.allSatisfy { ($0.maskingKey != nil) == (role == .client) })
 
@@ -196,7 +201,8 @@ struct WebSocketFrameScannerTests {
             payloads == [
                 text("Hello"), FrameFixtures.binaryPayload, [0x70], text("frag"), text("?"), text("ment"), text("!"),
                 text("ed"), closePayload,
-            ])
+            ]
+        )
 
         // Zero-length frames: the frame ends where its header ends.
         let emptyEnds = harness.events.indices.filter { index in
@@ -289,7 +295,9 @@ struct WebSocketFrameScannerTests {
 
         let firstClose = WebSocketFrameWriter.frame(opcode: .close, payload: [])
         let secondClose = WebSocketFrameWriter.frame(
-            opcode: .close, payload: WebSocketFrameWriter.closePayload(code: 1001, reason: ""))
+            opcode: .close,
+            payload: WebSocketFrameWriter.closePayload(code: 1001, reason: "")
+        )
         try harness.feed((firstClose + secondClose)[...])
         let stats = harness.scanner.stats
         #expect(stats.sawClose)
@@ -351,7 +359,9 @@ struct WebSocketFrameScannerTests {
     func validCloseCodes(code: UInt16) throws {
         #expect(WebSocketFrameScanner.isValidCloseCode(code))
         let frame = WebSocketFrameWriter.frame(
-            opcode: .close, payload: WebSocketFrameWriter.closePayload(code: code, reason: ""))
+            opcode: .close,
+            payload: WebSocketFrameWriter.closePayload(code: code, reason: "")
+        )
         let harness = try FrameScanHarness.scan(frame, role: .server)
         #expect(harness.scanner.stats.closeCode == code)
     }
@@ -414,94 +424,139 @@ struct WebSocketFrameScannerTests {
                 name: "close code \(code)",
                 role: .client,
                 stream: W.frame(
-                    opcode: .close, payload: W.closePayload(code: code, reason: "x"), maskingKey: 0xDEAD_BEEF),
+                    opcode: .close,
+                    payload: W.closePayload(code: code, reason: "x"),
+                    maskingKey: 0xDEAD_BEEF
+                ),
                 expected: .invalidClosePayload
             )
         }
         return [
             Violation(
-                name: "unmasked client frame", role: .client, stream: W.frame(opcode: .text, payload: [1]),
-                expected: .maskingRuleViolated),
+                name: "unmasked client frame",
+                role: .client,
+                stream: W.frame(opcode: .text, payload: [1]),
+                expected: .maskingRuleViolated
+            ),
             Violation(
-                name: "masked server frame", role: .server, stream: W.frame(opcode: .text, payload: [1], maskingKey: 7),
-                expected: .maskingRuleViolated),
+                name: "masked server frame",
+                role: .server,
+                stream: W.frame(opcode: .text, payload: [1], maskingKey: 7),
+                expected: .maskingRuleViolated
+            ),
             Violation(
                 name: "RSV1 not negotiated",
                 stream: FrameFixtures.withReservedBits(W.frame(opcode: .text, payload: [1]), 0b100),
-                expected: .reservedBitsSet),
+                expected: .reservedBitsSet
+            ),
             Violation(
-                name: "RSV2 with RSV1 negotiated", allowedReservedBits: 0b100,
+                name: "RSV2 with RSV1 negotiated",
+                allowedReservedBits: 0b100,
                 stream: FrameFixtures.withReservedBits(W.frame(opcode: .binary, payload: [1]), 0b010),
-                expected: .reservedBitsSet),
+                expected: .reservedBitsSet
+            ),
             Violation(
-                name: "RSV3", stream: FrameFixtures.withReservedBits(W.frame(opcode: .binary, payload: []), 0b001),
-                expected: .reservedBitsSet),
+                name: "RSV3",
+                stream: FrameFixtures.withReservedBits(W.frame(opcode: .binary, payload: []), 0b001),
+                expected: .reservedBitsSet
+            ),
             Violation(
-                name: "RSV1 on a continuation frame", allowedReservedBits: 0b100,
+                name: "RSV1 on a continuation frame",
+                allowedReservedBits: 0b100,
                 stream: FrameFixtures.withReservedBits(fragmentStart, 0b100)
                     + FrameFixtures.withReservedBits(W.frame(opcode: .continuation, payload: [2]), 0b100),
-                expected: .reservedBitsSet),
+                expected: .reservedBitsSet
+            ),
             Violation(
-                name: "RSV1 on a control frame", allowedReservedBits: 0b100,
+                name: "RSV1 on a control frame",
+                allowedReservedBits: 0b100,
                 stream: FrameFixtures.withReservedBits(W.frame(opcode: .ping, payload: []), 0b100),
-                expected: .reservedBitsSet),
+                expected: .reservedBitsSet
+            ),
             Violation(name: "opcode 3", stream: [0x83, 0x00], expected: .unknownOpcode(3)),
             Violation(name: "opcode 7", stream: [0x87, 0x00], expected: .unknownOpcode(7)),
             Violation(name: "opcode 0xB", stream: [0x8B, 0x00], expected: .unknownOpcode(0xB)),
             Violation(name: "opcode 0xF", stream: [0x8F, 0x00], expected: .unknownOpcode(0xF)),
             Violation(
-                name: "ping of 126 bytes", stream: [0x89, 126, 0x00, 126] + [UInt8](repeating: 0, count: 126),
-                expected: .controlFrameTooLong(126)),
+                name: "ping of 126 bytes",
+                stream: [0x89, 126, 0x00, 126] + [UInt8](repeating: 0, count: 126),
+                expected: .controlFrameTooLong(126)
+            ),
             Violation(
-                name: "masked close of 200 bytes", role: .client,
+                name: "masked close of 200 bytes",
+                role: .client,
                 stream: [0x88, 0x80 | 126, 0x00, 200, 1, 2, 3, 4] + [UInt8](repeating: 0, count: 200),
-                expected: .controlFrameTooLong(200)),
+                expected: .controlFrameTooLong(200)
+            ),
             Violation(name: "ping without FIN", stream: [0x09, 0x00], expected: .fragmentedControlFrame),
             Violation(
-                name: "continuation without a message", stream: W.frame(opcode: .continuation, payload: [1]),
-                expected: .unexpectedContinuation),
+                name: "continuation without a message",
+                stream: W.frame(opcode: .continuation, payload: [1]),
+                expected: .unexpectedContinuation
+            ),
             Violation(
                 name: "continuation after a finished message",
                 stream: W.frame(opcode: .text, payload: [1]) + W.frame(opcode: .continuation, payload: [1]),
-                expected: .unexpectedContinuation),
+                expected: .unexpectedContinuation
+            ),
             Violation(
                 name: "text inside a fragmented message",
                 stream: fragmentStart + W.frame(opcode: .ping, payload: []) + W.frame(opcode: .text, payload: [1]),
-                expected: .expectedContinuation),
+                expected: .expectedContinuation
+            ),
             Violation(
                 name: "binary inside a fragmented message",
                 stream: fragmentStart + W.frame(opcode: .binary, payload: [1], fin: false),
-                expected: .expectedContinuation),
+                expected: .expectedContinuation
+            ),
             Violation(
-                name: "16-bit length carrying 125", stream: [0x82, 126, 0x00, 125] + [UInt8](repeating: 0, count: 125),
-                expected: .nonMinimalLength),
+                name: "16-bit length carrying 125",
+                stream: [0x82, 126, 0x00, 125] + [UInt8](repeating: 0, count: 125),
+                expected: .nonMinimalLength
+            ),
             Violation(
-                name: "16-bit length carrying 0", stream: [0x82, 126, 0x00, 0x00], expected: .nonMinimalLength),
+                name: "16-bit length carrying 0",
+                stream: [0x82, 126, 0x00, 0x00],
+                expected: .nonMinimalLength
+            ),
             Violation(
-                name: "64-bit length carrying 65535", stream: [0x82, 127, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF],
-                expected: .nonMinimalLength),
+                name: "64-bit length carrying 65535",
+                stream: [0x82, 127, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF],
+                expected: .nonMinimalLength
+            ),
             Violation(
-                name: "64-bit length carrying 5", stream: [0x82, 127, 0, 0, 0, 0, 0, 0, 0, 5],
-                expected: .nonMinimalLength),
+                name: "64-bit length carrying 5",
+                stream: [0x82, 127, 0, 0, 0, 0, 0, 0, 0, 5],
+                expected: .nonMinimalLength
+            ),
             Violation(
-                name: "64-bit length with the high bit set", stream: [0x82, 127, 0x80, 0, 0, 0, 0, 1, 0, 0],
-                expected: .lengthHighBitSet),
+                name: "64-bit length with the high bit set",
+                stream: [0x82, 127, 0x80, 0, 0, 0, 0, 1, 0, 0],
+                expected: .lengthHighBitSet
+            ),
             Violation(name: "close with 1 byte", stream: [0x88, 0x01, 0x03], expected: .invalidClosePayload),
             close(0), close(999), close(1004), close(1005), close(1006), close(1015), close(1016), close(2999),
             close(5000), close(0xFFFF),
             Violation(
-                name: "single frame over the limit", maxMessageBytes: 10,
+                name: "single frame over the limit",
+                maxMessageBytes: 10,
                 stream: W.frame(opcode: .text, payload: [UInt8](repeating: 0x61, count: 11)),
-                expected: .messageTooBig(11)),
+                expected: .messageTooBig(11)
+            ),
             Violation(
-                name: "fragments over the limit", maxMessageBytes: 10,
+                name: "fragments over the limit",
+                maxMessageBytes: 10,
                 stream: W.frame(opcode: .binary, payload: [UInt8](repeating: 0, count: 6), fin: false)
                     + W.frame(opcode: .pong, payload: [UInt8](repeating: 0, count: 50))
                     + W.frame(opcode: .continuation, payload: [UInt8](repeating: 0, count: 6)),
-                expected: .messageTooBig(12)),
+                expected: .messageTooBig(12)
+            ),
             Violation(
-                name: "header of a 5 MB frame alone", maxMessageBytes: 1 << 20,
-                stream: [0x82, 127, 0, 0, 0, 0, 0, 0x4C, 0x4B, 0x40], expected: .messageTooBig(5_000_000)),
+                name: "header of a 5 MB frame alone",
+                maxMessageBytes: 1 << 20,
+                stream: [0x82, 127, 0, 0, 0, 0, 0, 0x4C, 0x4B, 0x40],
+                expected: .messageTooBig(5_000_000)
+            ),
         ]
     }()
 

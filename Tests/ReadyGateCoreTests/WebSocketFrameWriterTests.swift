@@ -48,7 +48,8 @@ struct WebSocketFrameWriterTests {
                     maskingKey: maskingKey,
                     payloadLength: UInt64(form.payloadLength),
                     headerLength: headerLength
-                ))
+                )
+        )
         // Every strict prefix of the header is "need more bytes", not an error.
         for prefixLength in 0..<headerLength {
             let partial = try frame.withUnsafeBytes { bytes in
@@ -129,17 +130,21 @@ struct WebSocketFrameWriterTests {
     func rfcExamples() {
         let hello = Array("Hello".utf8)
         #expect(
-            WebSocketFrameWriter.frame(opcode: .text, payload: hello) == [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+            WebSocketFrameWriter.frame(opcode: .text, payload: hello) == [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F]
+        )
         #expect(
             WebSocketFrameWriter.frame(opcode: .text, payload: hello, maskingKey: 0x37FA_213D) == [
                 0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58,
-            ])
+            ]
+        )
         #expect(
             WebSocketFrameWriter.frame(opcode: .text, payload: Array("Hel".utf8), fin: false) == [
                 0x01, 0x03, 0x48, 0x65, 0x6C,
-            ])
+            ]
+        )
         #expect(
-            WebSocketFrameWriter.frame(opcode: .continuation, payload: Array("lo".utf8)) == [0x80, 0x02, 0x6C, 0x6F])
+            WebSocketFrameWriter.frame(opcode: .continuation, payload: Array("lo".utf8)) == [0x80, 0x02, 0x6C, 0x6F]
+        )
         #expect(WebSocketFrameWriter.frame(opcode: .ping, payload: hello).prefix(2) == [0x89, 0x05])
         let binary256 = WebSocketFrameWriter.frame(opcode: .binary, payload: [UInt8](repeating: 0, count: 256))
         #expect(binary256.prefix(4) == [0x82, 0x7E, 0x01, 0x00])
@@ -182,7 +187,8 @@ struct WebSocketFrameWriterTests {
         WebSocketMasking.apply(maskingKey: key, to: &whole)
         #expect(whole != original)
         #expect(
-            whole.prefix(5) == [original[0] ^ 1, original[1] ^ 2, original[2] ^ 3, original[3] ^ 4, original[4] ^ 1])
+            whole.prefix(5) == [original[0] ^ 1, original[1] ^ 2, original[2] ^ 3, original[3] ^ 4, original[4] ^ 1]
+        )
         for index in original.indices {
             let keyByte = UInt8(truncatingIfNeeded: key >> (24 - 8 * (index % 4)))
             #expect(whole[index] == original[index] ^ keyByte)
@@ -238,7 +244,8 @@ struct WebSocketFrameWriterTests {
             ("a" + String(repeating: "€", count: 60), 121),
             (String(repeating: "€", count: 41), 123),
             ("ab" + String(repeating: "🙂", count: 40), 122),
-        ])
+        ]
+    )
     func closeReasonTruncation(reason: String, expectedBytes: Int) throws {
         let payload = WebSocketFrameWriter.closePayload(code: 1001, reason: reason)
         #expect(payload.count == 2 + expectedBytes)

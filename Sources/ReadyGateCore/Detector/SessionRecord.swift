@@ -26,6 +26,8 @@ public struct SessionRecord: Sendable {
     public var connectAttempts = 0
     public var upstreamStatus: Int?
     public var backpressureEvents = 0
+    /// The most client bytes held at once before READY.
+    public var peakHeldBytes = 0
     public var closer: Closer = .none
     public var endReason: SessionCloseReason?
     public var patterns: [RacePattern] = []
@@ -70,6 +72,7 @@ public struct SessionRecord: Sendable {
             ("frames_out", String(upstreamToClient.frames)), ("bytes_out", String(upstreamToClient.bytes)),
             ("messages_out", String(upstreamToClient.messages)),
             ("early_frames", String(earlyFrames)), ("early_bytes", String(earlyBytes)),
+            ("peak_held_bytes", String(peakHeldBytes)),
             ("connect_attempts", String(connectAttempts)),
             ("client_close_code", clientToUpstream.closeCode.map(String.init) ?? "-"),
             ("upstream_close_code", upstreamToClient.closeCode.map(String.init) ?? "-"),

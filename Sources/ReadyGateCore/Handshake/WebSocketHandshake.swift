@@ -94,7 +94,8 @@ public enum WebSocketHandshake {
     public static func verifyUpstreamAnswer(
         headers: HTTPHeaderList,
         sentKey: String,
-        offeredSubprotocols: [String]
+        offeredSubprotocols: [String],
+        extensionsOffered: Bool = true
     ) -> String? {
         guard headers.containsToken("websocket", in: "upgrade") else { return "101 without Upgrade: websocket" }
         guard headers.containsToken("upgrade", in: "connection") else { return "101 without Connection: Upgrade" }
@@ -103,6 +104,9 @@ public enum WebSocketHandshake {
         }
         if let chosen = headers.first("sec-websocket-protocol"), !offeredSubprotocols.contains(chosen) {
             return "backend chose a subprotocol that was not offered: \(chosen)"
+        }
+        if !extensionsOffered, let chosen = headers.first("sec-websocket-extensions") {
+            return "backend chose an extension that was not offered: \(chosen)"
         }
         return nil
     }

@@ -92,12 +92,7 @@ extension ReadyGateSettings {
         acceptMode = try source.choice(.acceptMode, default: acceptMode)
         readyGate = try source.choice(.readyGate, default: readyGate)
         readyTimeoutAction = try source.choice(.readyTimeoutAction, default: readyTimeoutAction)
-        if let message = source.value(.readyMessage) {
-            guard !message.isEmpty else {
-                throw SettingsError(variable: .readyMessage, value: message, allowed: "a non-empty text")
-            }
-            readyMessage = message
-        }
+        if let message = source.raw(.readyMessage) { readyMessage = message }
         timing.baseDelayMs = try source.integer(.baseDelayMs, in: 0...60_000, default: timing.baseDelayMs)
         timing.handshakeTimeoutMs = try source.integer(
             .handshakeTimeoutMs,
@@ -166,6 +161,12 @@ extension SettingsError {
 /// Typed reads of one key each, with errors that name the variable.
 private struct SettingsSource {
     var reader: ConfigReader
+
+    /// The value exactly as given (spaces kept), nil when unset or empty.
+    func raw(_ key: ReadyGateConfigKey) -> String? {
+        guard let text = reader.string(forKey: key.configKey), !text.isEmpty else { return nil }
+        return text
+    }
 
     func value(_ key: ReadyGateConfigKey) -> String? {
         guard let text = reader.string(forKey: key.configKey) else { return nil }

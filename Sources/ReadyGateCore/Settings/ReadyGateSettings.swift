@@ -93,7 +93,8 @@ public struct UpstreamTarget: Sendable, Equatable, CustomStringConvertible {
         }
         let hasPort = authority.hasPrefix("[") ? authority.contains("]:") : authority.contains(":")
         if hasPort {
-            guard let parsed = HostAndPort.parse(String(authority)), !parsed.host.isEmpty, parsed.port > 0,
+            guard let parsed = HostAndPort.parse(String(authority), defaultHost: ""), !parsed.host.isEmpty,
+                parsed.port > 0,
                 !String(authority).hasPrefix(":")
             else { return nil }
             return UpstreamTarget(host: parsed.host, port: parsed.port, usesTLS: tls)

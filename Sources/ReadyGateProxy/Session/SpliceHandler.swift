@@ -179,6 +179,7 @@ final class SpliceHandler: ChannelDuplexHandler {
     func dropHold() -> (frames: Int, bytes: Int) {
         guard var held = hold else { return (0, 0) }
         hold = nil
+        peakHeldBytesAfterFlush = held.peakQueuedBytes
         let lost = (held.queuedFrames, held.queuedBytes)
         _ = held.drain()
         return lost
@@ -261,8 +262,10 @@ final class SpliceHandler: ChannelDuplexHandler {
         outboundHeld = []
     }
 
-    /// The HTTP handlers are gone: writes go out, in order.
+    /// The HTTP handlers are gone: writes go out, in order. The bytes the decoder had read past
+    /// the 101 were handed over outside a read cycle, so no read-complete flushes them: flush here.
     func pipelineSwitched() {
+        partner?.partnerFlush()
         guard let held = outboundHeld else { return }
         outboundHeld = nil
         guard let context else {

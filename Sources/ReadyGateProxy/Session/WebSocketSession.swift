@@ -41,6 +41,8 @@ final class WebSocketSession {
     private var gateTimer: Scheduled<Void>?
     private var retryTimer: Scheduled<Void>?
     private var finished = false
+    /// The proxy's own close frame went to the client: only one ever does.
+    private var clientCloseSent = false
 
     init(
         environment: ProxyEnvironment,
@@ -222,8 +224,9 @@ final class WebSocketSession {
             opcode: .close,
             payload: code.map { WebSocketFrameWriter.closePayload(code: $0, reason: "") } ?? []
         )
-        clientHalf?.sendFrame(reply)?.assumeIsolated().whenComplete { [self] _ in clientChannel.close(promise: nil) }
+        // Record the clean ending first: the write below may complete (and close) at once.
         perform(machine.clientLeftBeforeReady(cleanly: true, nowMs: nowMs))
+        clientHalf?.sendFrame(reply)?.assumeIsolated().whenComplete { [self] _ in clientChannel.close(promise: nil) }
     }
 
     func clientProtocolError(_ error: WebSocketProtocolError) {
@@ -285,7 +288,7 @@ final class WebSocketSession {
         var list = ProxyHeaders.upstreamUpgradeHeaders(
             client: headers,
             key: upstreamKey,
-            keepExtensions: machine.acceptMode == .upstream,
+            keepExtensions: keepsExtensions,
             clientAddress: clientChannel.remoteAddress?.ipAddress,
             proto: "http"
         )
@@ -296,6 +299,12 @@ final class WebSocketSession {
         var nioHeaders = HTTPHeaders()
         for field in list { nioHeaders.add(name: field.name, value: field.value) }
         return HTTPRequestHead(version: .http1_1, method: .GET, uri: request.uri, headers: nioHeaders)
+    }
+
+    /// Extensions are negotiated end to end only in `upstream` mode with the delay gate: the message
+    /// gate must read the backend's ready frame, which permessage-deflate would compress (DESIGN §2).
+    private var keepsExtensions: Bool {
+        machine.acceptMode == .upstream && machine.gate == .delay
     }
 
     private lazy var upstreamKey: String = WebSocketHandshake.makeKey(using: &random)
@@ -337,7 +346,8 @@ final class WebSocketSession {
         if let problem = WebSocketHandshake.verifyUpstreamAnswer(
             headers: answer,
             sentKey: upstreamKey,
-            offeredSubprotocols: offered
+            offeredSubprotocols: offered,
+            extensionsOffered: keepsExtensions && !upgrade.extensions.isEmpty
         ) {
             logger.warning("upstream_handshake_invalid", metadata: ["problem": "\(problem)"])
             context.close(promise: nil)
@@ -411,6 +421,9 @@ final class WebSocketSession {
                 upstreamHalf?.close(mode: .all)
             }
         case .upstream:
+            // Once the proxy ended the session it has told the client why; the upstream closing
+            // afterwards is part of that ending, not news.
+            guard machine.endReason == nil, machine.state != .closed else { return }
             if record.closer == .none { record.closer = .upstream }
             let stats = upstreamHalf?.trafficStats ?? WebSocketTrafficStats()
             if stats.sawClose {
@@ -490,6 +503,8 @@ final class WebSocketSession {
     }
 
     private func closeClient(with reason: SessionCloseReason) {
+        guard !clientCloseSent else { return }
+        clientCloseSent = true
         let frame = WebSocketFrameWriter.frame(
             opcode: .close,
             payload: WebSocketFrameWriter.closePayload(code: reason.closeCode, reason: reason.reasonText)
@@ -604,7 +619,10 @@ final class WebSocketSession {
         let finish = { [self] in
             machine.closed(nowMs: nowMs)
             record.stateTimes = machine.enteredAt
-            if let clientHalf { record.clientToUpstream = clientHalf.trafficStats }
+            if let clientHalf {
+                record.clientToUpstream = clientHalf.trafficStats
+                record.peakHeldBytes = clientHalf.peakHeldBytes
+            }
             if let upstreamHalf { record.upstreamToClient = upstreamHalf.trafficStats }
             if record.endReason == nil { record.endReason = machine.endReason }
             for transition in machine.invalidTransitions {

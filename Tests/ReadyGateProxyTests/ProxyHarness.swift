@@ -1,0 +1,180 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+import ReadyGateCore
+import ReadyGateDemo
+import ReadyGateProxy
+
+/// A ReadyGate listener on 127.0.0.1 with a port of its own, in front of `upstreamPort`,
+/// collecting every finished session's record.
+struct ProxyFixture {
+    let server: ReadyGateServer
+    let sessions: SessionRecords
+
+    var port: Int { server.port }
+
+    static func start(
+        upstreamPort: Int,
+        _ configure: (inout ReadyGateSettings) -> Void = { _ in }
+    ) async throws -> ProxyFixture {
+        var settings = ReadyGateSettings()
+        settings.environment = .testing
+        settings.timing = DeploymentEnvironment.testing.profile
+        settings.listen = HostAndPort(host: "127.0.0.1", port: 0)
+        settings.upstream = UpstreamTarget(host: "127.0.0.1", port: upstreamPort, usesTLS: false)
+        configure(&settings)
+        let sessions = SessionRecords()
+        let environment = ProxyEnvironment(
+            settings: settings,
+            logger: Logger(label: "readygate-test", factory: { _ in SwiftLogNoOpLogHandler() }),
+            onSessionEnd: { record in sessions.append(record) }
+        )
+        let server = try await ReadyGateServer.start(environment: environment, group: testGroup)
+        return ProxyFixture(server: server, sessions: sessions)
+    }
+
+    func stop() async throws {
+        try await server.close()
+    }
+}
+
+let testGroup = MultiThreadedEventLoopGroup.singleton
+
+/// Finished sessions' records, with a way to wait for the next ones.
+final class SessionRecords: Sendable {
+    private let state = NIOLockedValueBox<
+        (records: [SessionRecord], waiters: [(Int, CheckedContinuation<Void, Never>)])
+    >(
+        ([], [])
+    )
+
+    func append(_ record: SessionRecord) {
+        let ready = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            state.records.append(record)
+            let count = state.records.count
+            let ready = state.waiters.filter { $0.0 <= count }.map(\.1)
+            state.waiters.removeAll { $0.0 <= count }
+            return ready
+        }
+        for waiter in ready { waiter.resume() }
+    }
+
+    var all: [SessionRecord] { state.withLockedValue { $0.records } }
+
+    /// Waits until at least `count` sessions have finished.
+    func waitFor(_ count: Int) async -> [SessionRecord] {
+        await withCheckedContinuation { continuation in
+            let done = state.withLockedValue { state -> Bool in
+                if state.records.count >= count { return true }
+                state.waiters.append((count, continuation))
+                return false
+            }
+            if done { continuation.resume() }
+        }
+        return all
+    }
+}
+
+/// How one client session ended.
+enum SessionOutcome: Equatable {
+    /// The first message came back.
+    case echoed
+    /// The server closed first, with this code.
+    case closed(UInt16?)
+    case failed(String)
+}
+
+/// One early-sending client: it sends `message` the moment the 101 is in, then waits for its echo,
+/// skipping the backend's ready message.
+func earlyClientSession(port: Int, message: String, readyMessage: String = #"{"type":"connection_ready"}"#) async
+    -> SessionOutcome
+{
+    do {
+        return try await withTimeout(seconds: 10) {
+            try await DemoWebSocketClient.withConnection(
+                group: testGroup,
+                port: port,
+                firstFrames: [DemoWebSocketClient.text(message)]
+            ) { connection in
+                while let received = try await connection.next() {
+                    switch received {
+                    case .text(let text) where text == readyMessage:
+                        continue
+                    case .text(let text):
+                        try? await connection.close()
+                        return text == message ? .echoed : .failed("wrong echo \(text)")
+                    case .close(let code, _):
+                        return .closed(code)
+                    default:
+                        continue
+                    }
+                }
+                return .failed("stream ended without a close frame")
+            }
+        }
+    } catch {
+        return .failed("\(error)")
+    }
+}
+
+/// Runs `count` sessions at once and returns their outcomes.
+func runConcurrently(_ count: Int, _ session: @escaping @Sendable (Int) async -> SessionOutcome) async
+    -> [SessionOutcome]
+{
+    await withTaskGroup(of: SessionOutcome.self) { group in
+        for index in 0..<count { group.addTask { await session(index) } }
+        var outcomes: [SessionOutcome] = []
+        for await outcome in group { outcomes.append(outcome) }
+        return outcomes
+    }
+}
+
+struct TimedOut: Error {}
+
+/// Runs `body`, failing with ``TimedOut`` when it takes longer than `seconds`: a guard against hangs,
+/// not a measurement.
+func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .seconds(seconds))
+            throw TimedOut()
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}
+
+/// Sends raw bytes to 127.0.0.1:`port` and returns everything read until the server closes.
+func rawExchange(port: Int, request: String) async throws -> String {
+    let collected = NIOLockedValueBox(ByteBuffer())
+    let channel = try await ClientBootstrap(group: testGroup)
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(CollectingHandler(collected))
+            }
+        }
+        .connect(host: "127.0.0.1", port: port)
+        .get()
+    try await channel.writeAndFlush(ByteBuffer(string: request))
+    _ = try await withTimeout(seconds: 10) { try await channel.closeFuture.get() }
+    return collected.withLockedValue { String(buffer: $0) }
+}
+
+final class CollectingHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    private let collected: NIOLockedValueBox<ByteBuffer>
+    init(_ collected: NIOLockedValueBox<ByteBuffer>) { self.collected = collected }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        collected.withLockedValue { _ = $0.writeBuffer(&buffer) }
+    }
+}
+
+/// A valid upgrade request for `path`, as raw bytes.
+func upgradeRequest(path: String = "/ws", version: String = "13", key: String = "dGhlIHNhbXBsZSBub25jZQ==") -> String {
+    "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: \(version)\r\n\r\n"
+}
