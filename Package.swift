@@ -69,9 +69,18 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .target(
+            name: "ReadyGateTestSupport",
+            path: "Tests/ReadyGateTestSupport",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "ReadyGateCoreTests",
-            dependencies: ["ReadyGateCore"],
+            dependencies: [
+                "ReadyGateCore",
+                "ReadyGateTestSupport",
+                .product(name: "Configuration", package: "swift-configuration"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -80,6 +89,7 @@ let package = Package(
                 "ReadyGateProxy",
                 "ReadyGateCore",
                 "ReadyGateDemo",
+                "ReadyGateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

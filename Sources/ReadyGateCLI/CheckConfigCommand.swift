@@ -25,5 +25,5 @@ struct CheckConfigCommand: AsyncParsableCommand {
 
 /// Writes to file descriptor 2 directly (the C `stderr` global is not concurrency-safe).
 func fwriteShim(_ bytes: UnsafeBufferPointer<UInt8>) -> Int {
-    Glibc.write(2, bytes.baseAddress, bytes.count)
+    write(2, bytes.baseAddress, bytes.count)
 }

@@ -49,7 +49,7 @@ struct ProxyService: Service {
         environment.logger.info(
             "listening",
             metadata: [
-                "address": "\(settings.listen.host):\(server.port)",
+                "address": "\(HostAndPort(host: settings.listen.host, port: server.port))",
                 "upstream": "\(settings.upstream)",
                 "environment": "\(settings.environment)",
                 "accept_mode": "\(settings.acceptMode.rawValue)",

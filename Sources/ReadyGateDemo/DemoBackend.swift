@@ -36,6 +36,8 @@ public struct DemoBackendCounters: Sendable, Equatable {
     public var closeFrames: [(code: UInt16?, masked: Bool)] = []
     /// Upgrade request heads, in arrival order.
     public var requests: [HTTPRequestHead] = []
+    /// Callers of ``DemoBackend/wait(until:)`` still waiting.
+    var waiters: [(@Sendable (DemoBackendCounters) -> Bool, CheckedContinuation<Void, Never>)] = []
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.connections == rhs.connections && lhs.sessions == rhs.sessions && lhs.failedEarly == rhs.failedEarly
@@ -62,6 +64,23 @@ public final class DemoBackend: Sendable {
 
     public var port: Int { channel.localAddress?.port ?? 0 }
     public var counters: DemoBackendCounters { state.withLockedValue { $0 } }
+
+    /// Returns once at least `count` WebSocket sessions have started.
+    public func sessionsStarted(atLeast count: Int) async {
+        await wait { $0.sessions >= count }
+    }
+
+    /// Returns once the counters satisfy `condition` (checked after every change).
+    public func wait(until condition: @escaping @Sendable (DemoBackendCounters) -> Bool) async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLockedValue { counters -> Bool in
+                if condition(counters) { return true }
+                counters.waiters.append((condition, continuation))
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
 
     /// Starts listening on `host:port` (port 0 picks a free one).
     public static func start(
@@ -113,7 +132,7 @@ public final class DemoBackend: Sendable {
                 return channel.eventLoop.makeSucceededFuture(headers)
             },
             upgradePipelineHandler: { channel, _ in
-                state.withLockedValue { $0.sessions += 1 }
+                state.update { $0.sessions += 1 }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     // The rejecting handler serves only requests that are not upgraded.
@@ -170,7 +189,7 @@ final class RacyWebSocketHandler: ChannelInboundHandler {
         case .connectionClose:
             var payload = frame.unmaskedData
             let code = payload.readInteger(as: UInt16.self)
-            state.withLockedValue { $0.closeFrames.append((code, frame.maskKey != nil)) }
+            state.update { $0.closeFrames.append((code, frame.maskKey != nil)) }
             closing = true
             var reply = context.channel.allocator.buffer(capacity: 2)
             if let code { reply.writeInteger(code) }
@@ -184,7 +203,7 @@ final class RacyWebSocketHandler: ChannelInboundHandler {
         case .text, .binary, .continuation:
             guard ready else {
                 // The incident: the handler is not set up yet, so the message makes it fail.
-                state.withLockedValue { $0.failedEarly += 1 }
+                state.update { $0.failedEarly += 1 }
                 closing = true
                 var reply = context.channel.allocator.buffer(capacity: 32)
                 reply.writeInteger(UInt16(1011))
@@ -193,7 +212,7 @@ final class RacyWebSocketHandler: ChannelInboundHandler {
                     .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
                 return
             }
-            if frame.fin { state.withLockedValue { $0.echoedMessages += 1 } }
+            if frame.fin { state.update { $0.echoedMessages += 1 } }
             let echo = WebSocketFrame(fin: frame.fin, opcode: frame.opcode, data: frame.unmaskedData)
             context.write(wrapOutboundOut(echo), promise: nil)
         default:
@@ -244,5 +263,21 @@ final class SilentHandler: ChannelInboundHandler {
 extension Substring {
     func trimmingCharacters(in set: Character) -> String {
         String(drop(while: { $0 == set }).reversed().drop(while: { $0 == set }).reversed())
+    }
+}
+
+extension NIOLockedValueBox where Value == DemoBackendCounters {
+    /// Changes the counters and wakes the waiters whose condition now holds.
+    func update(_ change: (inout DemoBackendCounters) -> Void) {
+        let ready = withLockedValue { counters -> [CheckedContinuation<Void, Never>] in
+            change(&counters)
+            let snapshot = counters
+            let (done, waiting) = (
+                counters.waiters.filter { $0.0(snapshot) }, counters.waiters.filter { !$0.0(snapshot) }
+            )
+            counters.waiters = waiting
+            return done.map(\.1)
+        }
+        for continuation in ready { continuation.resume() }
     }
 }

@@ -1,3 +1,4 @@
+import ReadyGateTestSupport
 import Testing
 
 @testable import ReadyGateCore
@@ -58,7 +59,7 @@ struct HandshakeTests {
 
     @Test("fresh keys are valid, 24 characters, and differ")
     func freshKeys() {
-        var random = CoreTestsSplitMix64(seed: 11)
+        var random = SplitMix64(seed: 11)
         let keys = (0..<50).map { _ in WebSocketHandshake.makeKey(using: &random) }
         for key in keys {
             #expect(key.utf8.count == 24)

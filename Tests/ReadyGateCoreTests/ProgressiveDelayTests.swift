@@ -1,21 +1,7 @@
+import ReadyGateTestSupport
 import Testing
 
 @testable import ReadyGateCore
-
-/// A deterministic generator (SplitMix64) so that jittered delays are reproducible.
-struct CoreTestsSplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// A generator that always answers the same word: 1 gives the smallest draw, `.max` the largest.
 /// (0 would make the standard library's rejection sampling loop for ever on most ranges.)
@@ -76,7 +62,7 @@ struct ProgressiveDelayTests {
         #expect(normal.ceilingMs(attempt: attempt) == min(25 << min(attempt, 3), 200))
         let big = ProgressiveDelay(baseMs: 1 << 40, capMs: 1 << 50)
         #expect(big.ceilingMs(attempt: attempt) == (attempt >= 10 ? 1 << 50 : (1 << 40) << attempt))
-        var random = CoreTestsSplitMix64(seed: UInt64(truncatingIfNeeded: attempt))
+        var random = SplitMix64(seed: UInt64(truncatingIfNeeded: attempt))
         let drawn = huge.delayMs(attempt: attempt, using: &random)
         #expect(drawn >= 1)
     }
@@ -84,7 +70,7 @@ struct ProgressiveDelayTests {
     @Test("draws stay within 1...ceiling and reach both ends")
     func drawsInRange() {
         let delay = ProgressiveDelay(baseMs: 1, capMs: 20)
-        var random = CoreTestsSplitMix64(seed: 42)
+        var random = SplitMix64(seed: 42)
         for attempt in 0..<8 {
             let ceiling = delay.ceilingMs(attempt: attempt)
             var seen = Set<Int>()
@@ -101,8 +87,8 @@ struct ProgressiveDelayTests {
     @Test("the same seed gives the same delays")
     func deterministic() {
         let delay = ProgressiveDelay(baseMs: 25, capMs: 200)
-        var first = CoreTestsSplitMix64(seed: 7)
-        var second = CoreTestsSplitMix64(seed: 7)
+        var first = SplitMix64(seed: 7)
+        var second = SplitMix64(seed: 7)
         let a = (0..<20).map { delay.delayMs(attempt: $0, using: &first) }
         let b = (0..<20).map { delay.delayMs(attempt: $0, using: &second) }
         #expect(a == b)
@@ -131,7 +117,7 @@ struct ProgressiveDelayTests {
     @Test("a delay never passes the deadline")
     func neverPastDeadline() throws {
         let delay = ProgressiveDelay(baseMs: 25, capMs: 200)
-        var random = CoreTestsSplitMix64(seed: 2024)
+        var random = SplitMix64(seed: 2024)
         for now in stride(from: 0, through: 1000, by: 7) {
             for attempt in 0..<6 {
                 guard let drawn = delay.delayMs(attempt: attempt, nowMs: now, deadlineMs: 1000, using: &random) else {
@@ -159,8 +145,8 @@ struct ProgressiveDelayTests {
     @Test("with time left, the deadline-aware draw matches the plain one")
     func sameDrawWithTimeLeft() {
         let delay = ProgressiveDelay(baseMs: 10, capMs: 50)
-        var first = CoreTestsSplitMix64(seed: 99)
-        var second = CoreTestsSplitMix64(seed: 99)
+        var first = SplitMix64(seed: 99)
+        var second = SplitMix64(seed: 99)
         for attempt in 0..<10 {
             let plain = delay.delayMs(attempt: attempt, using: &first)
             let bounded = delay.delayMs(attempt: attempt, nowMs: 0, deadlineMs: 10_000, using: &second)

@@ -1,3 +1,4 @@
+import ReadyGateTestSupport
 import Testing
 
 @testable import ReadyGateCore
@@ -213,7 +214,7 @@ struct SessionStateMachineTests {
         arguments: [UInt64(1), 2, 3, 42, 1234]
     )
     func retriesUntilDeadline(_ seed: UInt64) throws {
-        var random = CoreTestsSplitMix64(seed: seed)
+        var random = SplitMix64(seed: seed)
         var machine = makeMachine(.immediate)
         _ = machine.start(clientOfferedSubprotocols: false, subprotocolsConfigured: false, nowMs: 0)
         let retry = ProgressiveDelay(baseMs: testingTiming.baseDelayMs, capMs: testingTiming.retryCapMs)
@@ -248,7 +249,7 @@ struct SessionStateMachineTests {
 
     @Test("a failure reported past the deadline ends the session at once")
     func failurePastDeadline() {
-        var random = CoreTestsSplitMix64(seed: 1)
+        var random = SplitMix64(seed: 1)
         var machine = makeMachine(.upstream)
         _ = machine.start(clientOfferedSubprotocols: false, subprotocolsConfigured: false, nowMs: 0)
         #expect(machine.upstreamAttemptFailed(nowMs: 250, using: &random) == .end(.upstreamUnavailable))
@@ -267,7 +268,7 @@ struct SessionStateMachineTests {
     @Test("connect failures outside HANDSHAKE_PENDING are ignored", arguments: SessionState.allCases)
     func failureOutsidePending(_ state: SessionState) {
         guard state != .handshakePending else { return }
-        var random = CoreTestsSplitMix64(seed: 5)
+        var random = SplitMix64(seed: 5)
         var machine = sessionMachine(in: state)
         #expect(machine.upstreamAttemptFailed(nowMs: 10, using: &random) == .none)
         #expect(machine.connectFailures == 0)
@@ -492,7 +493,7 @@ struct SessionStateMachineTests {
 
     @Test("after the client left, upstream events do nothing")
     func eventsAfterClientLeft() {
-        var random = CoreTestsSplitMix64(seed: 3)
+        var random = SplitMix64(seed: 3)
         var machine = makeMachine(.upstream)
         _ = machine.start(clientOfferedSubprotocols: false, subprotocolsConfigured: false, nowMs: 0)
         _ = machine.clientLeftBeforeReady(cleanly: false, nowMs: 5)

@@ -1,3 +1,4 @@
+import ReadyGateTestSupport
 import Testing
 
 @testable import ReadyGateCore
@@ -89,18 +90,6 @@ struct FrameScanHarness {
         )
         try harness.feed(stream, cuts: cuts)
         return harness
-    }
-}
-
-/// SplitMix64: a tiny seeded generator, so "random" splits are the same on every run.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
@@ -240,7 +229,7 @@ struct WebSocketFrameScannerTests {
     func randomSplits(role: WebSocketPeerRole) throws {
         let stream = FrameFixtures.sampleStream(masked: role == .client)
         let reference = try FrameScanHarness.scan(stream, role: role)
-        var generator = SeededGenerator(state: 0x5EED_0001)
+        var generator = SplitMix64(seed: 0x5EED_0001)
         for round in 0..<200 {
             let cutCount = Int.random(in: 1...24, using: &generator)
             let cuts = (0..<cutCount).map { _ in Int.random(in: 0...stream.count, using: &generator) }.sorted()

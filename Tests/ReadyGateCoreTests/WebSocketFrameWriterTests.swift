@@ -1,3 +1,4 @@
+import ReadyGateTestSupport
 import Testing
 
 @testable import ReadyGateCore
@@ -271,7 +272,7 @@ struct WebSocketFrameWriterTests {
                 let key: UInt32? = role == .client ? UInt32(0x1234_5678) &* UInt32(index + 1) : nil
                 stream += WebSocketFrameWriter.frame(opcode: opcode, payload: payload, fin: fin, maskingKey: key)
             }
-            var generator = SeededGenerator(state: 42)
+            var generator = SplitMix64(seed: 42)
             let cuts = (0..<40).map { _ in Int.random(in: 0...stream.count, using: &generator) }.sorted()
             let harness = try FrameScanHarness.scan(stream, cuts: cuts, role: role)
 

@@ -147,8 +147,13 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
     }
 }
 
-/// Sends raw bytes to 127.0.0.1:`port` and returns everything read until the server closes.
+/// Sends a raw request to 127.0.0.1:`port` and returns everything read until the server closes.
 func rawExchange(port: Int, request: String) async throws -> String {
+    String(decoding: try await rawExchange(port: port, bytes: Array(request.utf8)), as: UTF8.self)
+}
+
+/// Sends raw bytes to 127.0.0.1:`port` and returns every byte read until the server closes.
+func rawExchange(port: Int, bytes: [UInt8]) async throws -> [UInt8] {
     let collected = NIOLockedValueBox(ByteBuffer())
     let channel = try await ClientBootstrap(group: testGroup)
         .channelInitializer { channel in
@@ -158,9 +163,9 @@ func rawExchange(port: Int, request: String) async throws -> String {
         }
         .connect(host: "127.0.0.1", port: port)
         .get()
-    try await channel.writeAndFlush(ByteBuffer(string: request))
+    try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
     _ = try await withTimeout(seconds: 10) { try await channel.closeFuture.get() }
-    return collected.withLockedValue { String(buffer: $0) }
+    return collected.withLockedValue { Array(buffer: $0) }
 }
 
 final class CollectingHandler: ChannelInboundHandler, Sendable {
@@ -177,4 +182,50 @@ final class CollectingHandler: ChannelInboundHandler, Sendable {
 func upgradeRequest(path: String = "/ws", version: String = "13", key: String = "dGhlIHNhbXBsZSBub25jZQ==") -> String {
     "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: \(version)\r\n\r\n"
+}
+
+/// Starts the demo backend and a ReadyGate in front of it, runs `body`, and stops both, even when
+/// `body` throws.
+func withBackendAndProxy<T>(
+    backend configureBackend: (inout DemoBackendConfiguration) -> Void,
+    proxy configureProxy: (inout ReadyGateSettings) -> Void,
+    _ body: (DemoBackend, ProxyFixture) async throws -> T
+) async throws -> T {
+    var configuration = DemoBackendConfiguration()
+    configureBackend(&configuration)
+    let backend = try await DemoBackend.start(configuration: configuration, group: testGroup)
+    let proxy: ProxyFixture
+    do {
+        proxy = try await ProxyFixture.start(upstreamPort: backend.port, configureProxy)
+    } catch {
+        try? await backend.close()
+        throw error
+    }
+    do {
+        let result = try await body(backend, proxy)
+        try await proxy.stop()
+        try await backend.close()
+        return result
+    } catch {
+        try? await proxy.stop()
+        try? await backend.close()
+        throw error
+    }
+}
+
+/// A backend whose set-up never ends within the test, behind the message gate: the proxy stays
+/// CONNECTED and holds the client's frames.
+func withPendingSession<T>(
+    _ configureProxy: (inout ReadyGateSettings) -> Void = { _ in },
+    _ body: (DemoBackend, ProxyFixture) async throws -> T
+) async throws -> T {
+    try await withBackendAndProxy(
+        backend: { $0.setupMs = 10_000 },
+        proxy: { settings in
+            settings.readyGate = .message
+            settings.timing.handshakeTimeoutMs = 20_000
+            configureProxy(&settings)
+        },
+        body
+    )
 }

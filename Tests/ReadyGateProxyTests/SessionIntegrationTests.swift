@@ -4,6 +4,7 @@ import NIOWebSocket
 import ReadyGateCore
 import ReadyGateDemo
 import ReadyGateProxy
+import ReadyGateTestSupport
 import Testing
 
 /// Loopback integration tests: real sockets on 127.0.0.1, the demo backend in-process, ReadyGate between.
@@ -174,33 +175,27 @@ struct SessionIntegrationTests {
     /// (f) The client gives up while its frames are held.
     @Test("a client that closes while pending leaves the backend a masked close frame")
     func clientClosesWhilePending() async throws {
-        var configuration = DemoBackendConfiguration()
-        configuration.setupMs = 10_000
-        let backend = try await DemoBackend.start(configuration: configuration, group: testGroup)
-        let proxy = try await ProxyFixture.start(upstreamPort: backend.port) { settings in
-            settings.readyGate = .message
-            settings.timing.handshakeTimeoutMs = 20_000
+        try await withPendingSession { backend, proxy in
+            let reply = try await DemoWebSocketClient.withConnection(
+                group: testGroup,
+                port: proxy.port,
+                firstFrames: [DemoWebSocketClient.text("never delivered")]
+            ) { connection in
+                // Wait until the backend has the session, so the proxy is connected but not ready.
+                await backend.sessionsStarted(atLeast: 1)
+                try await connection.close(code: 1000)
+                return try await connection.next()
+            }
+            #expect(reply == .close(code: 1000, reason: ""))
+            let record = await proxy.sessions.waitFor(1)[0]
+            #expect(record.closer == .client)
+            #expect(record.undeliveredFrames == 1)
+            await backend.wait { !$0.closeFrames.isEmpty }
+            #expect(backend.counters.closeFrames.count == 1)
+            #expect(backend.counters.closeFrames.first?.masked == true)
+            #expect(backend.counters.closeFrames.first?.code == 1000)
+            #expect(backend.counters.failedEarly == 0)
         }
-        let reply = try await DemoWebSocketClient.withConnection(
-            group: testGroup,
-            port: proxy.port,
-            firstFrames: [DemoWebSocketClient.text("never delivered")]
-        ) { connection in
-            // Wait until the backend has the session, so the proxy is connected but not ready.
-            while backend.counters.sessions == 0 { try await Task.sleep(for: .milliseconds(5)) }
-            try await connection.close(code: 1000)
-            return try await connection.next()
-        }
-        #expect(reply == .close(code: 1000, reason: ""))
-        let record = await proxy.sessions.waitFor(1)[0]
-        #expect(record.closer == .client)
-        #expect(record.undeliveredFrames == 1)
-        #expect(backend.counters.closeFrames.count == 1)
-        #expect(backend.counters.closeFrames.first?.masked == true)
-        #expect(backend.counters.closeFrames.first?.code == 1000)
-        #expect(backend.counters.failedEarly == 0)
-        try await proxy.stop()
-        try await backend.close()
     }
 
     /// (g) After the splice, bytes are relayed as they are.
@@ -271,16 +266,53 @@ struct SessionIntegrationTests {
     }
 }
 
-/// A small deterministic generator for test data.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+/// Control frames and protocol errors while the client's frames are held.
+@Suite("Client frames before READY over loopback", .serialized)
+struct HeldFrameProtocolTests {
+    @Test("a ping is answered by the proxy and an unmasked frame closes with 1002")
+    func pingThenProtocolError() async throws {
+        try await withPendingSession { _, proxy in
+            let greeting = Array("are you there".utf8)
+            let ping = WebSocketFrameWriter.frame(opcode: .ping, payload: greeting, maskingKey: 0x0102_0304)
+            let unmasked = WebSocketFrameWriter.frame(opcode: .text, payload: Array("no mask".utf8))
+            let request = Array(upgradeRequest().utf8) + ping + unmasked
+            let response = try await rawExchange(port: proxy.port, bytes: request)
+            let text = String(decoding: response, as: UTF8.self)
+            #expect(text.hasPrefix("HTTP/1.1 101 Switching Protocols\r\n"))
+            let pong = WebSocketFrameWriter.frame(opcode: .pong, payload: greeting)
+            #expect(response.containsSequence(pong), "no pong in \(text)")
+            let reason = WebSocketProtocolError(.maskingRuleViolated).description
+            let close = WebSocketFrameWriter.frame(
+                opcode: .close,
+                payload: WebSocketFrameWriter.closePayload(code: 1002, reason: reason)
+            )
+            #expect(response.containsSequence(close), "no close 1002 in \(text)")
+            let record = await proxy.sessions.waitFor(1)[0]
+            #expect(record.endReason == .clientProtocolError(WebSocketProtocolError(.maskingRuleViolated)))
+        }
+    }
+
+    @Test("a message over the limit before READY closes with 1009")
+    func oversizedMessage() async throws {
+        try await withPendingSession({ $0.maxMessageBytes = 1000 }) { _, proxy in
+            let reply = try await DemoWebSocketClient.withConnection(
+                group: testGroup,
+                port: proxy.port,
+                firstFrames: [DemoWebSocketClient.frame(.binary, ByteBuffer(repeating: 7, count: 2000))]
+            ) { try await $0.next() }
+            guard case .close(let code, _) = reply else {
+                Issue.record("expected a close frame, got \(String(describing: reply))")
+                return
+            }
+            #expect(code == 1009)
+        }
+    }
+}
+
+extension Array where Element == UInt8 {
+    func containsSequence(_ needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, count >= needle.count else { return needle.isEmpty }
+        return (0...(count - needle.count)).contains { self[$0..<$0 + needle.count].elementsEqual(needle) }
     }
 }
 

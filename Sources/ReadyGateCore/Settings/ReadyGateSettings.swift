@@ -122,7 +122,8 @@ public struct ReadyGateSettings: Sendable, Equatable {
     public var timing: TimingProfile = DeploymentEnvironment.development.profile
     /// Client bytes held per session before the proxy stops reading from the client.
     public var maxBufferBytes = 1 << 20
-    /// The largest data message accepted from a client before READY, and watched after (close 1009).
+    /// The largest data message accepted from a client before READY (close 1009). After READY the
+    /// backend enforces its own limit; the proxy relays without reassembling messages.
     public var maxMessageBytes = 64 << 20
     /// Subprotocols ReadyGate may choose in `immediate` mode; nil when unset.
     public var subprotocols: [String]?

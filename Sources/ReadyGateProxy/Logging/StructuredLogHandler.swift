@@ -37,7 +37,7 @@ public struct StructuredLogHandler: LogHandler {
         case .json: line = Self.jsonLine(level: event.level, message: "\(event.message)", metadata: merged)
         case .text: line = Self.textLine(level: event.level, message: "\(event.message)", metadata: merged)
         }
-        LogOutput.write(line)
+        LogOutput.emit(line)
     }
 
     /// Cloud Logging severities (`LogSeverity`) for swift-log's levels.
@@ -140,12 +140,12 @@ public struct StructuredLogHandler: LogHandler {
 
 /// Writes whole lines to stdout with one `write(2)` each, so lines from different threads never interleave.
 enum LogOutput {
-    static func write(_ line: String) {
+    static func emit(_ line: String) {
         var line = line
         line.withUTF8 { bytes in
             var offset = 0
             while offset < bytes.count {
-                let written = Glibc.write(1, bytes.baseAddress! + offset, bytes.count - offset)
+                let written = write(1, bytes.baseAddress! + offset, bytes.count - offset)
                 if written <= 0 { return }
                 offset += written
             }

@@ -35,11 +35,14 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
             receivedHead(head, context: context)
         case (.plainRequest(let head), .end):
             state = .done
+            // NIO's decoder stops parsing after any upgrade request (and CONNECT): such a connection
+            // cannot carry a next request, so it is closed.
+            let canContinue = head.isKeepAlive && !head.headers.contains(name: "upgrade") && head.method != .CONNECT
             respond(
                 context: context,
                 status: .notImplemented,
                 body: "ReadyGate does not forward plain HTTP requests yet; only WebSocket upgrades are proxied.\n",
-                keepAlive: head.isKeepAlive
+                keepAlive: canContinue
             )
         case (.upgradeRequested(let head, let headers, let upgrade), .end):
             let session = WebSocketSession(

@@ -38,6 +38,16 @@ struct ClientFrameHold {
     /// Takes one read's bytes. Returns the control frames found, in order.
     mutating func receive(_ buffer: ByteBuffer) throws(WebSocketProtocolError) -> [ControlFrame] {
         var controls: [ControlFrame] = []
+        try receive(buffer) { controls.append($0) }
+        return controls
+    }
+
+    /// Takes one read's bytes, handing each control frame to `onControl` as it is found, so the
+    /// ones before a protocol error in the same read are still answered.
+    mutating func receive(
+        _ buffer: ByteBuffer,
+        onControl: (ControlFrame) -> Void
+    ) throws(WebSocketProtocolError) {
         var cursor = 0
         var failure: WebSocketProtocolError?
         var scanner = self.scanner
@@ -54,7 +64,7 @@ struct ClientFrameHold {
                     case .frameEnd(let header, let end, let closeCode):
                         take(buffer, upTo: end, cursor: &cursor)
                         if header.opcode.isControl {
-                            controls.append(Self.control(header, frame: partial, closeCode: closeCode))
+                            onControl(Self.control(header, frame: partial, closeCode: closeCode))
                             partial = nil
                         } else {
                             queuedFrames += 1
@@ -68,7 +78,6 @@ struct ClientFrameHold {
         }
         if let failure { throw failure }
         take(buffer, upTo: buffer.readableBytes, cursor: &cursor)
-        return controls
     }
 
     /// Moves `chunk[cursor..<end]` to the queue (data frame) or the partial buffer.

@@ -131,12 +131,12 @@ final class SpliceHandler: ChannelDuplexHandler {
     // MARK: Holding (client half, before READY)
 
     private func holdClientBytes(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        let controls: [ClientFrameHold.ControlFrame]
-        do throws(WebSocketProtocolError) {
-            controls = try hold!.receive(buffer)
+        var controls: [ClientFrameHold.ControlFrame] = []
+        var failure: WebSocketProtocolError?
+        do {
+            try hold!.receive(buffer) { controls.append($0) }
         } catch {
-            session.clientProtocolError(error)
-            return
+            failure = error
         }
         session.clientFramesHeld(frames: hold!.queuedFrames, bytes: hold!.queuedBytes)
         for control in controls {
@@ -149,6 +149,10 @@ final class SpliceHandler: ChannelDuplexHandler {
                 session.clientClosedBeforeReady(code: code)
                 return
             }
+        }
+        if let failure {
+            session.clientProtocolError(failure)
+            return
         }
         if hold!.queuedBytes >= maxHeldBytes && !holdIsFull {
             holdIsFull = true
@@ -180,6 +184,7 @@ final class SpliceHandler: ChannelDuplexHandler {
         guard var held = hold else { return (0, 0) }
         hold = nil
         peakHeldBytesAfterFlush = held.peakQueuedBytes
+        stats = held.scanner.stats
         let lost = (held.queuedFrames, held.queuedBytes)
         _ = held.drain()
         return lost
