@@ -589,9 +589,11 @@ final class WebSocketSession {
         record.undeliveredBytes += lost.bytes
         if let upstreamHalf {
             let code = clientClosedCleanly ? UInt16(1000) : 1001
+            // Tell the backend why: the client left, or the proxy ended the session (and why).
+            let reason = machine.endReason.map { "proxy ended session: \($0.name)" } ?? "client gone"
             let frame = WebSocketFrameWriter.frame(
                 opcode: .close,
-                payload: WebSocketFrameWriter.closePayload(code: code, reason: "client gone"),
+                payload: WebSocketFrameWriter.closePayload(code: code, reason: reason),
                 maskingKey: UInt32.random(in: 0...UInt32.max, using: &random)
             )
             if let written = upstreamHalf.sendFrame(frame) {
