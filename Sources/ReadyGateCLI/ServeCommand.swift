@@ -45,7 +45,17 @@ struct ProxyService: Service {
 
     func run() async throws {
         let settings = environment.settings
-        let server = try await ReadyGateServer.start(environment: environment, group: group)
+        let server: ReadyGateServer
+        do {
+            server = try await ReadyGateServer.start(environment: environment, group: group)
+        } catch {
+            environment.logger.critical(
+                "listen_failed",
+                metadata: ["address": "\(settings.listen)", "error": "\(error)"]
+            )
+            printError("readygate: cannot listen on \(settings.listen): \(error)")
+            throw ExitCode(1)
+        }
         environment.logger.info(
             "listening",
             metadata: [
@@ -60,8 +70,11 @@ struct ProxyService: Service {
             ]
         )
         try? await gracefulShutdown()
-        environment.logger.info("shutting_down", metadata: ["reason": "signal"])
-        try await server.close()
+        environment.logger.info(
+            "shutting_down",
+            metadata: ["reason": "signal", "sessions": "\(environment.sessions.count)"]
+        )
+        try await server.shutdown()
     }
 }
 

@@ -336,3 +336,30 @@ extension String {
         return self
     }
 }
+
+/// Shutting down ends live sessions with 1001 (DESIGN §2's close-code table).
+@Suite("Shutdown over loopback", .serialized)
+struct ShutdownTests {
+    @Test("shutdown closes a spliced session with 1001 going away and the backend gets a masked close")
+    func goingAway() async throws {
+        try await withBackendAndProxy(backend: { $0.setupMs = 0 }, proxy: { $0.readyGate = .message }) {
+            backend,
+            proxy in
+            let message = try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) {
+                connection in
+                #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
+                try await connection.send(text: "ready?")
+                #expect(try await connection.next() == .text("ready?"))
+                try await proxy.server.shutdown()
+                return try await connection.next()
+            }
+            #expect(message == .close(code: 1001, reason: "going away"))
+            #expect(proxy.server.environment.sessions.count == 0)
+            await backend.wait { !$0.closeFrames.isEmpty }
+            #expect(backend.counters.closeFrames.first?.code == 1001)
+            #expect(backend.counters.closeFrames.first?.masked == true)
+            let record = await proxy.sessions.waitFor(1)[0]
+            #expect(record.endReason == .goingAway)
+        }
+    }
+}

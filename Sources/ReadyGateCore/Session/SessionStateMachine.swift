@@ -129,7 +129,11 @@ public struct SessionStateMachine: Sendable {
     }
 
     /// The readiness gate passed: the delay elapsed or the ready message arrived.
+    ///
+    /// A gate event after the session ended (a timer that fired as it was being cancelled, a ready
+    /// message racing a timeout) is stale, not a bug: it is ignored without recording a transition.
     public mutating func gatePassed(nowMs: Int) -> [Action] {
+        guard !state.isTerminal else { return [] }
         guard transition(to: .readyForMessages, nowMs: nowMs) else { return [] }
         return [.flushAndSplice(timedOut: false)]
     }

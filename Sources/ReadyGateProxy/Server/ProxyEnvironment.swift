@@ -9,6 +9,8 @@ public struct ProxyEnvironment: Sendable {
     public var logger: Logger
     /// Called with each finished session's record (tests, metrics). Runs on the session's event loop.
     public var onSessionEnd: (@Sendable (SessionRecord) -> Void)?
+    /// The live sessions, for shutdown.
+    public let sessions = SessionRegistry()
 
     public init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)? = nil) {
         self.settings = settings

@@ -49,9 +49,23 @@ public final class ReadyGateServer: Sendable {
         try sync.addHandler(HTTPEntryHandler(environment: environment))
     }
 
-    /// Stops accepting; sessions in flight run on.
+    /// Stops accepting; sessions in flight run on. Closing twice is harmless.
     public func close() async throws {
-        try await channel.close()
+        do {
+            try await channel.close()
+        } catch ChannelError.alreadyClosed {
+            return
+        }
+    }
+
+    /// Stops accepting, ends every live session with `1001 going away`, and returns when they
+    /// have finished (or after `timeout`).
+    public func shutdown(timeout: Duration = .seconds(2)) async throws {
+        try await close()
+        environment.sessions.endAllGoingAway()
+        if await !environment.sessions.waitUntilEmpty(timeout: timeout) {
+            environment.logger.warning("shutdown_timeout", metadata: ["sessions": "\(environment.sessions.count)"])
+        }
     }
 
     /// Completes when the listener is closed.

@@ -85,6 +85,7 @@ final class WebSocketSession {
     // MARK: Start
 
     func start() {
+        environment.sessions.add(self, on: eventLoop)
         clientChannel.closeFuture.assumeIsolated().whenComplete { [self] _ in clientChannelClosed() }
         let actions = machine.start(
             clientOfferedSubprotocols: !upgrade.subprotocols.isEmpty,
@@ -382,6 +383,12 @@ final class WebSocketSession {
         for action in actions where action != .acceptClient && action != .awaitReadyMessage { perform(action) }
     }
 
+    /// ReadyGate is shutting down: the client gets `1001 going away` (or, before its 101, a 503).
+    func shutdown() {
+        guard !finished else { return }
+        perform(machine.shutdown(nowMs: nowMs))
+    }
+
     func readyMessageSeen() {
         guard machine.state == .connected else { return }
         perform(machine.gatePassed(nowMs: nowMs))
@@ -634,6 +641,7 @@ final class WebSocketSession {
             for (key, value) in record.summaryFields { metadata[key] = "\(value)" }
             logger.info("session_summary", metadata: metadata)
             environment.onSessionEnd?(record)
+            environment.sessions.remove(self)
             clientHalf = nil
             upstreamHalf = nil
             upstreamChannel = nil
