@@ -36,8 +36,9 @@ public struct DemoBackendCounters: Sendable, Equatable {
     public var closeFrames: [(code: UInt16?, masked: Bool)] = []
     /// Upgrade request heads, in arrival order.
     public var requests: [HTTPRequestHead] = []
-    /// Callers of ``DemoBackend/wait(until:)`` still waiting.
-    var waiters: [(@Sendable (DemoBackendCounters) -> Bool, CheckedContinuation<Void, Never>)] = []
+    /// Callers of ``DemoBackend/wait(until:)`` still waiting, by id.
+    var waiters: [Int: (@Sendable (DemoBackendCounters) -> Bool, CheckedContinuation<Void, Never>)] = [:]
+    var nextWaiter = 0
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.connections == rhs.connections && lhs.sessions == rhs.sessions && lhs.failedEarly == rhs.failedEarly
@@ -70,15 +71,24 @@ public final class DemoBackend: Sendable {
         await wait { $0.sessions >= count }
     }
 
-    /// Returns once the counters satisfy `condition` (checked after every change).
+    /// Returns once the counters satisfy `condition` (checked after every change), or when the
+    /// calling task is cancelled.
     public func wait(until condition: @escaping @Sendable (DemoBackendCounters) -> Bool) async {
-        await withCheckedContinuation { continuation in
-            let done = state.withLockedValue { counters -> Bool in
-                if condition(counters) { return true }
-                counters.waiters.append((condition, continuation))
-                return false
+        let id = state.withLockedValue { counters -> Int in
+            counters.nextWaiter += 1
+            return counters.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let done = state.withLockedValue { counters -> Bool in
+                    if condition(counters) || Task.isCancelled { return true }
+                    counters.waiters[id] = (condition, continuation)
+                    return false
+                }
+                if done { continuation.resume() }
             }
-            if done { continuation.resume() }
+        } onCancel: {
+            state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.1.resume()
         }
     }
 
@@ -272,11 +282,9 @@ extension NIOLockedValueBox where Value == DemoBackendCounters {
         let ready = withLockedValue { counters -> [CheckedContinuation<Void, Never>] in
             change(&counters)
             let snapshot = counters
-            let (done, waiting) = (
-                counters.waiters.filter { $0.0(snapshot) }, counters.waiters.filter { !$0.0(snapshot) }
-            )
-            counters.waiters = waiting
-            return done.map(\.1)
+            let done = counters.waiters.filter { $0.value.0(snapshot) }
+            for id in done.keys { counters.waiters[id] = nil }
+            return done.values.map(\.1)
         }
         for continuation in ready { continuation.resume() }
     }

@@ -44,18 +44,19 @@ let testGroup = MultiThreadedEventLoopGroup.singleton
 
 /// Finished sessions' records, with a way to wait for the next ones.
 final class SessionRecords: Sendable {
-    private let state = NIOLockedValueBox<
-        (records: [SessionRecord], waiters: [(Int, CheckedContinuation<Void, Never>)])
-    >(
-        ([], [])
-    )
+    private struct State {
+        var records: [SessionRecord] = []
+        var waiters: [(count: Int, id: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+    }
+
+    private let state = NIOLockedValueBox(State())
 
     func append(_ record: SessionRecord) {
         let ready = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
             state.records.append(record)
             let count = state.records.count
-            let ready = state.waiters.filter { $0.0 <= count }.map(\.1)
-            state.waiters.removeAll { $0.0 <= count }
+            let ready = state.waiters.filter { $0.count <= count }.map(\.continuation)
+            state.waiters.removeAll { $0.count <= count }
             return ready
         }
         for waiter in ready { waiter.resume() }
@@ -63,15 +64,29 @@ final class SessionRecords: Sendable {
 
     var all: [SessionRecord] { state.withLockedValue { $0.records } }
 
-    /// Waits until at least `count` sessions have finished.
-    func waitFor(_ count: Int) async -> [SessionRecord] {
-        await withCheckedContinuation { continuation in
-            let done = state.withLockedValue { state -> Bool in
-                if state.records.count >= count { return true }
-                state.waiters.append((count, continuation))
-                return false
+    /// Waits until at least `count` sessions have finished; fails with ``TimedOut`` after 20 s
+    /// rather than hang a broken test.
+    func waitFor(_ count: Int) async throws -> [SessionRecord] {
+        try await withTimeout(seconds: 20) { await self.waitForever(count) }
+    }
+
+    private func waitForever(_ count: Int) async -> [SessionRecord] {
+        let id = UInt64.random(in: 0...UInt64.max)
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let done = state.withLockedValue { state -> Bool in
+                    if state.records.count >= count || Task.isCancelled { return true }
+                    state.waiters.append((count, id, continuation))
+                    return false
+                }
+                if done { continuation.resume() }
             }
-            if done { continuation.resume() }
+        } onCancel: {
+            let cancelled = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            cancelled?.resume()
         }
         return all
     }
@@ -182,6 +197,13 @@ final class CollectingHandler: ChannelInboundHandler, Sendable {
 func upgradeRequest(path: String = "/ws", version: String = "13", key: String = "dGhlIHNhbXBsZSBub25jZQ==") -> String {
     "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: \(version)\r\n\r\n"
+}
+
+extension DemoBackend {
+    /// ``wait(until:)`` that fails with ``TimedOut`` after 20 s rather than hang a broken test.
+    func waitUntil(_ condition: @escaping @Sendable (DemoBackendCounters) -> Bool) async throws {
+        try await withTimeout(seconds: 20) { await self.wait(until: condition) }
+    }
 }
 
 /// Starts the demo backend and a ReadyGate in front of it, runs `body`, and stops both, even when

@@ -13,31 +13,30 @@ struct SessionIntegrationTests {
     /// (a) The incident and its fix: 200 clients that send right after the handshake.
     @Test("a racy backend fails early senders directly and none through the message gate")
     func racyBackendDirectAndThroughProxy() async throws {
-        var configuration = DemoBackendConfiguration()
-        configuration.setupMs = 150
-        let backend = try await DemoBackend.start(configuration: configuration, group: testGroup)
-        let proxy = try await ProxyFixture.start(upstreamPort: backend.port) { settings in
-            settings.readyGate = .message
-            settings.timing.handshakeTimeoutMs = 5000
-        }
+        try await withBackendAndProxy(
+            backend: { $0.setupMs = 150 },
+            proxy: { settings in
+                settings.readyGate = .message
+                settings.timing.handshakeTimeoutMs = 5000
+            }
+        ) { backend, proxy in
 
-        let direct = await runConcurrently(200) { index in
-            await earlyClientSession(port: backend.port, message: "direct \(index)")
-        }
-        let directFailures = direct.filter { $0 == .closed(1011) }.count
-        #expect(directFailures > 100, "the backend should lose most early senders: \(directFailures)/200")
+            let direct = await runConcurrently(200) { index in
+                await earlyClientSession(port: backend.port, message: "direct \(index)")
+            }
+            let directFailures = direct.filter { $0 == .closed(1011) }.count
+            #expect(directFailures > 100, "the backend should lose most early senders: \(directFailures)/200")
 
-        let proxied = await runConcurrently(200) { index in
-            await earlyClientSession(port: proxy.port, message: "proxied \(index)")
-        }
-        let lost = proxied.filter { $0 != .echoed }
-        #expect(lost.isEmpty, "lost through ReadyGate: \(lost.prefix(5))")
-        #expect(backend.counters.failedEarly == directFailures)
+            let proxied = await runConcurrently(200) { index in
+                await earlyClientSession(port: proxy.port, message: "proxied \(index)")
+            }
+            let lost = proxied.filter { $0 != .echoed }
+            #expect(lost.isEmpty, "lost through ReadyGate: \(lost.prefix(5))")
+            #expect(backend.counters.failedEarly == directFailures)
 
-        let records = await proxy.sessions.waitFor(200)
-        #expect(records.filter { $0.patterns.contains(.earlyClientFrames) }.count > 0)
-        try await proxy.stop()
-        try await backend.close()
+            let records = try await proxy.sessions.waitFor(200)
+            #expect(records.filter { $0.patterns.contains(.earlyClientFrames) }.count > 0)
+        }
     }
 
     /// (b) A cold start: nothing listens for 300 ms; retries carry every session through, in order.
@@ -81,7 +80,7 @@ struct SessionIntegrationTests {
         #expect(outcomes.allSatisfy { $0 == .echoed }, "\(outcomes.filter { $0 != .echoed }.prefix(3))")
         let backend = try await lateStart.value
         #expect(backend.counters.echoedMessages == 100)
-        let records = await proxy.sessions.waitFor(20)
+        let records = try await proxy.sessions.waitFor(20)
         #expect(records.contains { $0.connectAttempts > 1 && $0.patterns.contains(.upstreamConnectRetry) })
         try await proxy.stop()
         try await backend.close()
@@ -99,7 +98,7 @@ struct SessionIntegrationTests {
             try await $0.next()
         }
         #expect(closed == .close(code: 1008, reason: "upstream rejected: 403"))
-        let record = await immediate.sessions.waitFor(1)[0]
+        let record = try await immediate.sessions.waitFor(1)[0]
         #expect(record.patterns.contains(.upstreamRejected))
         try await immediate.stop()
 
@@ -115,61 +114,59 @@ struct SessionIntegrationTests {
     /// (d) A backend that accepts TCP and never answers.
     @Test("a silent backend ends the session with 1013 at the handshake timeout")
     func silentBackend() async throws {
-        var configuration = DemoBackendConfiguration()
-        configuration.silent = true
-        let backend = try await DemoBackend.start(configuration: configuration, group: testGroup)
-        let proxy = try await ProxyFixture.start(upstreamPort: backend.port) { $0.timing.handshakeTimeoutMs = 300 }
-        let message = try await DemoWebSocketClient.withConnection(
-            group: testGroup,
-            port: proxy.port,
-            firstFrames: [DemoWebSocketClient.text("hello?")]
-        ) { try await $0.next() }
-        #expect(message == .close(code: 1013, reason: "upstream unavailable"))
-        let record = await proxy.sessions.waitFor(1)[0]
-        #expect(record.endReason == .upstreamUnavailable)
-        #expect(record.undeliveredFrames == 1)
-        try await proxy.stop()
-        try await backend.close()
+        try await withBackendAndProxy(
+            backend: { $0.silent = true },
+            proxy: { $0.timing.handshakeTimeoutMs = 300 }
+        ) { backend, proxy in
+            let message = try await DemoWebSocketClient.withConnection(
+                group: testGroup,
+                port: proxy.port,
+                firstFrames: [DemoWebSocketClient.text("hello?")]
+            ) { try await $0.next() }
+            #expect(message == .close(code: 1013, reason: "upstream unavailable"))
+            let record = try await proxy.sessions.waitFor(1)[0]
+            #expect(record.endReason == .upstreamUnavailable)
+            #expect(record.undeliveredFrames == 1)
+        }
     }
 
     /// (e) 1 MiB of early frames against a slow backend, through a 256 KiB buffer.
     @Test("1 MiB of early frames arrives intact while the buffer stays bounded")
     func earlyMegabyte() async throws {
-        var configuration = DemoBackendConfiguration()
-        configuration.setupMs = 400
-        let backend = try await DemoBackend.start(configuration: configuration, group: testGroup)
         let bound = 256 * 1024
-        let proxy = try await ProxyFixture.start(upstreamPort: backend.port) { settings in
-            settings.readyGate = .message
-            settings.timing.handshakeTimeoutMs = 5000
-            settings.maxBufferBytes = bound
-        }
-        var generator = SplitMix64(seed: 42)
-        let chunks = (0..<64).map { _ in (0..<16_384).map { _ in UInt8.random(in: 0...255, using: &generator) } }
-        let sent = chunks.flatMap { $0 }
-        let frames = chunks.map { DemoWebSocketClient.frame(.binary, ByteBuffer(bytes: $0)) }
-        let received = try await DemoWebSocketClient.withConnection(
-            group: testGroup,
-            port: proxy.port,
-            firstFrames: frames
-        ) { connection in
-            var bytes: [UInt8] = []
-            while bytes.count < sent.count, let message = try await connection.next() {
-                if case .binary(let data) = message { bytes += Array(buffer: data) }
+        try await withBackendAndProxy(
+            backend: { $0.setupMs = 400 },
+            proxy: { settings in
+                settings.readyGate = .message
+                settings.timing.handshakeTimeoutMs = 5000
+                settings.maxBufferBytes = bound
             }
-            try await connection.close()
-            return bytes
+        ) { backend, proxy in
+            var generator = SplitMix64(seed: 42)
+            let chunks = (0..<64).map { _ in (0..<16_384).map { _ in UInt8.random(in: 0...255, using: &generator) } }
+            let sent = chunks.flatMap { $0 }
+            let frames = chunks.map { DemoWebSocketClient.frame(.binary, ByteBuffer(bytes: $0)) }
+            let received = try await DemoWebSocketClient.withConnection(
+                group: testGroup,
+                port: proxy.port,
+                firstFrames: frames
+            ) { connection in
+                var bytes: [UInt8] = []
+                while bytes.count < sent.count, let message = try await connection.next() {
+                    if case .binary(let data) = message { bytes += Array(buffer: data) }
+                }
+                try await connection.close()
+                return bytes
+            }
+            #expect(received.count == sent.count)
+            #expect(fnv1a(received) == fnv1a(sent))
+            let record = try await proxy.sessions.waitFor(1)[0]
+            #expect(record.patterns.contains(.bufferBackpressure))
+            // One read batch may land after the bound is reached: NIO reads up to `maxMessagesPerRead`
+            // (4) buffers of at most 64 KiB each before the pause takes effect.
+            #expect(record.peakHeldBytes <= bound + 4 * 65_536, "peak \(record.peakHeldBytes)")
+            #expect(record.peakHeldBytes >= bound)
         }
-        #expect(received.count == sent.count)
-        #expect(fnv1a(received) == fnv1a(sent))
-        let record = await proxy.sessions.waitFor(1)[0]
-        #expect(record.patterns.contains(.bufferBackpressure))
-        // One read batch may land after the bound is reached: NIO reads up to `maxMessagesPerRead`
-        // (4) buffers of at most 64 KiB each before the pause takes effect.
-        #expect(record.peakHeldBytes <= bound + 4 * 65_536, "peak \(record.peakHeldBytes)")
-        #expect(record.peakHeldBytes >= bound)
-        try await proxy.stop()
-        try await backend.close()
     }
 
     /// (f) The client gives up while its frames are held.
@@ -187,10 +184,10 @@ struct SessionIntegrationTests {
                 return try await connection.next()
             }
             #expect(reply == .close(code: 1000, reason: ""))
-            let record = await proxy.sessions.waitFor(1)[0]
+            let record = try await proxy.sessions.waitFor(1)[0]
             #expect(record.closer == .client)
             #expect(record.undeliveredFrames == 1)
-            await backend.wait { !$0.closeFrames.isEmpty }
+            try await backend.waitUntil { !$0.closeFrames.isEmpty }
             #expect(backend.counters.closeFrames.count == 1)
             #expect(backend.counters.closeFrames.first?.masked == true)
             #expect(backend.counters.closeFrames.first?.code == 1000)
@@ -201,68 +198,70 @@ struct SessionIntegrationTests {
     /// (g) After the splice, bytes are relayed as they are.
     @Test("text, binary, fragmented and 16 MiB messages round-trip byte-exact")
     func roundTrips() async throws {
-        var configuration = DemoBackendConfiguration()
-        configuration.setupMs = 0
-        let backend = try await DemoBackend.start(configuration: configuration, group: testGroup)
-        let proxy = try await ProxyFixture.start(upstreamPort: backend.port) { $0.readyGate = .message }
-        var generator = SplitMix64(seed: 7)
-        var big = ByteBuffer()
-        big.reserveCapacity(16 << 20)
-        for _ in 0..<((16 << 20) / 8) { big.writeInteger(generator.next()) }
-        try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) { connection in
-            #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
-            try await connection.send(text: "héllo, wörld")
-            #expect(try await connection.next() == .text("héllo, wörld"))
-            try await connection.send(DemoWebSocketClient.frame(.binary, ByteBuffer(bytes: [0, 1, 2, 255])))
-            #expect(try await connection.next() == .binary(ByteBuffer(bytes: [0, 1, 2, 255])))
-            try await connection.send(DemoWebSocketClient.frame(.text, ByteBuffer(string: "frag"), fin: false))
-            try await connection.send(DemoWebSocketClient.frame(.ping, ByteBuffer(string: "p")))
-            try await connection.send(DemoWebSocketClient.frame(.continuation, ByteBuffer(string: "men"), fin: false))
-            try await connection.send(DemoWebSocketClient.frame(.continuation, ByteBuffer(string: "ted"), fin: true))
-            #expect(try await connection.next() == .pong(ByteBuffer(string: "p")))
-            #expect(try await connection.next() == .text("fragmented"))
-            try await connection.send(DemoWebSocketClient.frame(.binary, big))
-            guard case .binary(let echoed) = try await connection.next() else {
-                Issue.record("no binary echo")
-                return
+        try await withBackendAndProxy(
+            backend: { $0.setupMs = 0 },
+            proxy: { $0.readyGate = .message }
+        ) { backend, proxy in
+            var generator = SplitMix64(seed: 7)
+            var big = ByteBuffer()
+            big.reserveCapacity(16 << 20)
+            for _ in 0..<((16 << 20) / 8) { big.writeInteger(generator.next()) }
+            try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) { connection in
+                #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
+                try await connection.send(text: "héllo, wörld")
+                #expect(try await connection.next() == .text("héllo, wörld"))
+                try await connection.send(DemoWebSocketClient.frame(.binary, ByteBuffer(bytes: [0, 1, 2, 255])))
+                #expect(try await connection.next() == .binary(ByteBuffer(bytes: [0, 1, 2, 255])))
+                try await connection.send(DemoWebSocketClient.frame(.text, ByteBuffer(string: "frag"), fin: false))
+                try await connection.send(DemoWebSocketClient.frame(.ping, ByteBuffer(string: "p")))
+                try await connection.send(
+                    DemoWebSocketClient.frame(.continuation, ByteBuffer(string: "men"), fin: false)
+                )
+                try await connection.send(
+                    DemoWebSocketClient.frame(.continuation, ByteBuffer(string: "ted"), fin: true)
+                )
+                #expect(try await connection.next() == .pong(ByteBuffer(string: "p")))
+                #expect(try await connection.next() == .text("fragmented"))
+                try await connection.send(DemoWebSocketClient.frame(.binary, big))
+                guard case .binary(let echoed) = try await connection.next() else {
+                    Issue.record("no binary echo")
+                    return
+                }
+                #expect(echoed.readableBytes == 16 << 20)
+                #expect(echoed == big, "the 16 MiB echo differs")
+                try await connection.close()
+                #expect(try await connection.next() == .close(code: 1000, reason: ""))
             }
-            #expect(echoed.readableBytes == 16 << 20)
-            #expect(echoed == big, "the 16 MiB echo differs")
-            try await connection.close()
-            #expect(try await connection.next() == .close(code: 1000, reason: ""))
+            let record = try await proxy.sessions.waitFor(1)[0]
+            #expect(record.clientToUpstream.messages == 4)
+            #expect(record.clientToUpstream.closeCode == 1000)
+            #expect(record.upstreamToClient.messages == 5)
         }
-        let record = await proxy.sessions.waitFor(1)[0]
-        #expect(record.clientToUpstream.messages == 4)
-        #expect(record.clientToUpstream.closeCode == 1000)
-        #expect(record.upstreamToClient.messages == 5)
-        try await proxy.stop()
-        try await backend.close()
     }
 
     /// (h) Bad upgrade requests get precise answers and the proxy keeps serving.
     @Test("malformed upgrades get 400 or 426 and others are still served")
     func malformedUpgrades() async throws {
-        var configuration = DemoBackendConfiguration()
-        configuration.setupMs = 0
-        let backend = try await DemoBackend.start(configuration: configuration, group: testGroup)
-        let proxy = try await ProxyFixture.start(upstreamPort: backend.port)
-        let cases: [(request: String, status: String)] = [
-            (upgradeRequest(version: "8"), "426 Upgrade Required"),
-            (upgradeRequest(key: "short"), "400 Bad Request"),
-            (upgradeRequest().replacingFirst("GET", with: "POST"), "400 Bad Request"),
-            (upgradeRequest().replacingFirst("Connection: Upgrade\r\n", with: ""), "400 Bad Request"),
-            (upgradeRequest().replacingFirst("Host: 127.0.0.1\r\n", with: ""), "400 Bad Request"),
-            ("GARBAGE\r\n\r\n", "400 Bad Request"),
-            ("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "501 Not Implemented"),
-        ]
-        for (request, status) in cases {
-            let response = try await rawExchange(port: proxy.port, request: request)
-            #expect(response.hasPrefix("HTTP/1.1 \(status)\r\n"), "\(request.prefix(40)) → \(response.prefix(80))")
-            if status.hasPrefix("426") { #expect(response.contains("Sec-WebSocket-Version: 13\r\n")) }
+        try await withBackendAndProxy(
+            backend: { $0.setupMs = 0 },
+            proxy: { _ in }
+        ) { backend, proxy in
+            let cases: [(request: String, status: String)] = [
+                (upgradeRequest(version: "8"), "426 Upgrade Required"),
+                (upgradeRequest(key: "short"), "400 Bad Request"),
+                (upgradeRequest().replacingFirst("GET", with: "POST"), "400 Bad Request"),
+                (upgradeRequest().replacingFirst("Connection: Upgrade\r\n", with: ""), "400 Bad Request"),
+                (upgradeRequest().replacingFirst("Host: 127.0.0.1\r\n", with: ""), "400 Bad Request"),
+                ("GARBAGE\r\n\r\n", "400 Bad Request"),
+                ("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "501 Not Implemented"),
+            ]
+            for (request, status) in cases {
+                let response = try await rawExchange(port: proxy.port, request: request)
+                #expect(response.hasPrefix("HTTP/1.1 \(status)\r\n"), "\(request.prefix(40)) → \(response.prefix(80))")
+                if status.hasPrefix("426") { #expect(response.contains("Sec-WebSocket-Version: 13\r\n")) }
+            }
+            #expect(await earlyClientSession(port: proxy.port, message: "still here") == .echoed)
         }
-        #expect(await earlyClientSession(port: proxy.port, message: "still here") == .echoed)
-        try await proxy.stop()
-        try await backend.close()
     }
 }
 
@@ -287,7 +286,7 @@ struct HeldFrameProtocolTests {
                 payload: WebSocketFrameWriter.closePayload(code: 1002, reason: reason)
             )
             #expect(response.containsSequence(close), "no close 1002 in \(text)")
-            let record = await proxy.sessions.waitFor(1)[0]
+            let record = try await proxy.sessions.waitFor(1)[0]
             #expect(record.endReason == .clientProtocolError(WebSocketProtocolError(.maskingRuleViolated)))
         }
     }
@@ -342,7 +341,13 @@ extension String {
 struct ShutdownTests {
     @Test("shutdown closes a spliced session with 1001 going away and the backend gets a masked close")
     func goingAway() async throws {
-        try await withBackendAndProxy(backend: { $0.setupMs = 0 }, proxy: { $0.readyGate = .message }) {
+        try await withBackendAndProxy(
+            backend: { $0.setupMs = 0 },
+            proxy: { settings in
+                settings.readyGate = .message
+                settings.timing.handshakeTimeoutMs = 5000
+            }
+        ) {
             backend,
             proxy in
             let message = try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) {
@@ -355,10 +360,10 @@ struct ShutdownTests {
             }
             #expect(message == .close(code: 1001, reason: "going away"))
             #expect(proxy.server.environment.sessions.count == 0)
-            await backend.wait { !$0.closeFrames.isEmpty }
+            try await backend.waitUntil { !$0.closeFrames.isEmpty }
             #expect(backend.counters.closeFrames.first?.code == 1001)
             #expect(backend.counters.closeFrames.first?.masked == true)
-            let record = await proxy.sessions.waitFor(1)[0]
+            let record = try await proxy.sessions.waitFor(1)[0]
             #expect(record.endReason == .goingAway)
         }
     }
