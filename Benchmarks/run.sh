@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# ReadyGate side by side with nginx and HAProxy, on loopback, in one go.
+#
+#   Benchmarks/run.sh                 # build everything, run all targets, write docs/benchmarks.md
+#   SKIP_BUILD=1 Benchmarks/run.sh    # reuse the release builds
+#
+# Every load run is bounded in time; every process started here is stopped on exit (trap).
+# Knobs (environment): THREADS (workers per proxy, default 2), DURATION (s, default 10),
+# RATE (msg/s for the latency run, default 10000), CONNS, INFLIGHT, SIZE, LAT_CONNS,
+# IDLE_SESSIONS, FIRST_SESSIONS, WRK_DURATION, TOOL_THREADS, TARGETS, OUT (markdown path).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+COMMAND_LINE="Benchmarks/run.sh${*:+ $*}"
+for v in THREADS DURATION RATE CONNS INFLIGHT SIZE LAT_CONNS IDLE_SESSIONS FIRST_SESSIONS WRK_DURATION TOOL_THREADS TARGETS; do
+    if [[ -n "${!v:-}" ]]; then COMMAND_LINE="$v=${!v} $COMMAND_LINE"; fi
+done
+
+THREADS="${THREADS:-2}"
+DURATION="${DURATION:-10}"
+RATE="${RATE:-10000}"
+CONNS="${CONNS:-50}"
+INFLIGHT="${INFLIGHT:-8}"
+SIZE="${SIZE:-64}"
+LAT_CONNS="${LAT_CONNS:-50}"
+IDLE_SESSIONS="${IDLE_SESSIONS:-9500}"
+FIRST_SESSIONS="${FIRST_SESSIONS:-300}"
+WRK_DURATION="${WRK_DURATION:-10}"
+TOOL_THREADS="${TOOL_THREADS:-2}"
+TARGETS="${TARGETS:-direct nginx haproxy readygate}"
+OUT="${OUT:-$ROOT/docs/benchmarks.md}"
+
+# Fixed ports below the ephemeral range (widened to 15000-64999 below), so that no outgoing
+# connection can take them.
+ECHO_PORT=10001
+declare -A PORT=([direct]=$ECHO_PORT [nginx]=10101 [haproxy]=10102 [readygate]=10103 [readygate0]=10104)
+STARTUP_PORT=10105
+
+RG_SCRATCH="$ROOT/.build-bench"
+RG_BIN="$RG_SCRATCH/release/readygate"
+TOOLS="$HERE/.build/release"
+WORK="$(mktemp -d /tmp/readygate-bench.XXXXXX)"
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+CLK_TCK="$(getconf CLK_TCK)"
+PIDS=()
+OLD_PORT_RANGE="$(sysctl -n net.ipv4.ip_local_port_range 2>/dev/null | tr '\t' ' ' || true)"
+
+log() { printf '== %s\n' "$*" >&2; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]:-}"; do
+        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+    done
+    sleep 0.3
+    for pid in "${PIDS[@]:-}"; do
+        [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
+    done
+    if [[ -n "$OLD_PORT_RANGE" ]]; then sysctl -qw net.ipv4.ip_local_port_range="$OLD_PORT_RANGE" 2>/dev/null || true; fi
+}
+trap cleanup EXIT INT TERM
+
+# --- limits -------------------------------------------------------------------------------
+# 10,000 spliced sessions need 20,000+ descriptors in a one-process proxy. Raise what we may.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE="$(ulimit -n)"
+if ((2 * IDLE_SESSIONS + 64 > NOFILE)); then
+    IDLE_SESSIONS=$(((NOFILE - 64) / 2 / 100 * 100))
+    log "RLIMIT_NOFILE is $NOFILE (hard limit): idle sessions lowered to $IDLE_SESSIONS"
+fi
+# Three sets of 10k connections leave many TIME_WAIT sockets; widen the ephemeral range while we run.
+sysctl -qw net.ipv4.ip_local_port_range="15000 64999" 2>/dev/null || true
+
+# --- build --------------------------------------------------------------------------------
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    log "building ReadyGate (release, scratch $RG_SCRATCH)"
+    (cd "$ROOT" && swift build -c release --product readygate --scratch-path "$RG_SCRATCH")
+    log "building ws-echo and ws-bench (release)"
+    (cd "$HERE" && swift build -c release)
+fi
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null || ! command -v wrk >/dev/null; then
+    log "installing nginx, haproxy, wrk (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk >/dev/null
+fi
+
+# --- helpers ------------------------------------------------------------------------------
+wait_port() { # port [timeout-s]
+    local port="$1" deadline=$((SECONDS + ${2:-15}))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        ((SECONDS < deadline)) || { log "port $port did not open"; return 1; }
+        sleep 0.05
+    done
+}
+
+proc_tree() { # pid -> the pid and its children (nginx master + workers)
+    echo "$1"
+    pgrep -P "$1" 2>/dev/null || true
+}
+
+cpu_ticks() { # "utime stime" summed over the tree
+    local user=0 sys=0 pid stat
+    for pid in $(proc_tree "$1"); do
+        stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+        stat="${stat##*) }"
+        # after "pid (comm) ": field 3 is state; utime/stime are fields 14/15 overall = 12/13 here
+        read -r -a f <<<"$stat"
+        user=$((user + f[11]))
+        sys=$((sys + f[12]))
+    done
+    echo "$user $sys"
+}
+
+rss_kib() { # sum of VmRSS over the tree
+    local total=0 pid kb
+    for pid in $(proc_tree "$1"); do
+        kb="$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" || continue
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+record() { # append a JSON object to the results
+    echo "$1" >>"$RESULTS"
+}
+
+jfield() { # json key
+    jq -r ".$2" <<<"$1"
+}
+
+start_echo() {
+    "$TOOLS/ws-echo" --port "$ECHO_PORT" --threads "$THREADS" --lifetime 3600 >"$WORK/echo.log" 2>&1 &
+    ECHO_PID=$!
+    PIDS+=("$ECHO_PID")
+    wait_port "$ECHO_PORT"
+}
+
+write_configs() {
+    cat >"$WORK/nginx.conf" <<EOF
+worker_processes $THREADS;
+worker_rlimit_nofile $NOFILE;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections $((NOFILE - 100)); }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx-body;
+    proxy_temp_path $WORK/nginx-proxy;
+    map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
+    upstream echo { server 127.0.0.1:$ECHO_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:PORT;
+        location / {
+            proxy_pass http://echo;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_set_header Host \$host;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+    cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread $THREADS
+    maxconn $(((NOFILE - 100) / 2))
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    timeout tunnel 1h
+frontend fe
+    bind 127.0.0.1:PORT
+    maxconn $(((NOFILE - 100) / 2))
+    default_backend be
+backend be
+    server echo 127.0.0.1:$ECHO_PORT
+EOF
+}
+
+proxy_cmd() { # target port -> command line (array in PROXY_CMD)
+    local target="$1" port="$2"
+    case "$target" in
+    nginx)
+        sed "s/PORT/$port/" "$WORK/nginx.conf" >"$WORK/nginx-$port.conf"
+        PROXY_CMD=("$(command -v nginx)" -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx-$port.conf" -g 'daemon off;')
+        ;;
+    haproxy)
+        sed "s/PORT/$port/" "$WORK/haproxy.cfg" >"$WORK/haproxy-$port.cfg"
+        PROXY_CMD=("$(command -v haproxy)" -f "$WORK/haproxy-$port.cfg" -db)
+        ;;
+    readygate | readygate0)
+        PROXY_CMD=("$RG_BIN" serve)
+        ;;
+    esac
+}
+
+proxy_env() { # target port
+    export READYGATE_LISTEN="127.0.0.1:$2" READYGATE_UPSTREAM="http://127.0.0.1:$ECHO_PORT" READYGATE_ENV=testing \
+        READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL=warning \
+        READYGATE_HANDSHAKE_TIMEOUT_MS="${READYGATE_HANDSHAKE_TIMEOUT_MS:-5000}"
+    if [[ "$1" == readygate0 ]]; then export READYGATE_BASE_DELAY_MS=0; else unset READYGATE_BASE_DELAY_MS; fi
+}
+
+start_proxy() { # target
+    local target="$1" port="${PORT[$1]}"
+    PROXY_PID=""
+    [[ "$target" == direct ]] && return 0
+    proxy_cmd "$target" "$port"
+    proxy_env "$target" "$port"
+    "${PROXY_CMD[@]}" >"$WORK/$target.log" 2>&1 &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    wait_port "$port"
+}
+
+stop_proxy() {
+    [[ -z "${PROXY_PID:-}" ]] && return 0
+    kill "$PROXY_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PROXY_PID" 2>/dev/null || true
+    wait "$PROXY_PID" 2>/dev/null || true
+    PROXY_PID=""
+}
+
+bench() { "$TOOLS/ws-bench" "$@" --threads "$TOOL_THREADS" --size "$SIZE"; }
+
+# --- one target ---------------------------------------------------------------------------
+run_target() {
+    local target="$1" port="${PORT[$1]}" line
+    log "target $target (port $port)"
+    start_proxy "$target"
+
+    line="$(bench first-echo --port "$port" --label "$target" --sessions "$FIRST_SESSIONS")"
+    record "$line"
+    [[ "$target" == readygate0 ]] && { stop_proxy; return 0; }
+
+    # Closed-loop throughput, with the proxy's CPU before and after.
+    local c0 c1 msgs u0 s0 u1 s1
+    read -r u0 s0 <<<"$(cpu_ticks "${PROXY_PID:-$ECHO_PID}")"
+    line="$(bench throughput --port "$port" --label "$target" --connections "$CONNS" --inflight "$INFLIGHT" --duration "$DURATION")"
+    read -r u1 s1 <<<"$(cpu_ticks "${PROXY_PID:-$ECHO_PID}")"
+    record "$(jq -c --argjson t "$((u1 + s1 - u0 - s0))" --argjson ut "$((u1 - u0))" --argjson st "$((s1 - s0))" --argjson hz "$CLK_TCK" --arg who "$([[ -n "${PROXY_PID:-}" ]] && echo proxy || echo echo)" \
+        '. + {cpu_of: $who, cpu_ticks: $t, user_ticks: $ut, sys_ticks: $st, cpu_us_per_msg: ($t * 1000000 / $hz / .messages_total), user_us_per_msg: ($ut * 1000000 / $hz / .messages_total), sys_us_per_msg: ($st * 1000000 / $hz / .messages_total)}' <<<"$line")"
+
+    # Open-loop latency at a fixed rate.
+    record "$(bench latency --port "$port" --label "$target" --rate "$RATE" --duration "$DURATION" --connections "$LAT_CONNS")"
+
+    # Idle sessions: RSS before and after they are all up (each did one echo, so it is spliced).
+    local r0 r1 idle_out="$WORK/idle-$target.jsonl" ipid up
+    r0="$(rss_kib "${PROXY_PID:-$ECHO_PID}")"
+    bench idle --port "$port" --label "$target" --sessions "$IDLE_SESSIONS" --hold 8 --concurrency 200 >"$idle_out" &
+    ipid=$!
+    PIDS+=("$ipid")
+    for _ in $(seq 1200); do grep -q all_up "$idle_out" 2>/dev/null && break; kill -0 "$ipid" 2>/dev/null || break; sleep 0.1; done
+    sleep 2
+    r1="$(rss_kib "${PROXY_PID:-$ECHO_PID}")"
+    wait "$ipid" || true
+    up="$(grep all_up "$idle_out" | jq -r .sessions)"
+    record "$(grep all_up "$idle_out" | jq -c --argjson r0 "$r0" --argjson r1 "$r1" \
+        '. + {rss_before_kib: $r0, rss_after_kib: $r1, kib_per_session: (if .sessions > 0 then ($r1 - $r0) / .sessions else null end)}')"
+    log "  idle: $up sessions, RSS $r0 -> $r1 KiB"
+    sleep 1
+
+    # Plain HTTP through the proxy (wrk), when the target forwards plain HTTP.
+    local status
+    status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)"
+    if [[ "$status" == 200 ]]; then
+        local out rps
+        out="$(wrk -t "$TOOL_THREADS" -c 50 -d "${WRK_DURATION}s" "http://127.0.0.1:$port/" 2>&1)"
+        rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+        record "$(jq -nc --arg l "$target" --argjson r "${rps:-0}" '{mode: "wrk", label: $l, requests_per_s: $r}')"
+    else
+        record "$(jq -nc --arg l "$target" --arg s "$status" '{mode: "wrk", label: $l, requests_per_s: null, status: $s}')"
+    fi
+    stop_proxy
+}
+
+# --- run ----------------------------------------------------------------------------------
+for bin in "$RG_BIN" "$TOOLS/ws-echo" "$TOOLS/ws-bench"; do
+    [[ -x "$bin" ]] || { log "missing $bin (run without SKIP_BUILD)"; exit 1; }
+done
+write_configs
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+START_TIME="$(date -u '+%Y-%m-%d %H:%M UTC')"
+
+# exec -> accepting, before the echo backend carries load (ReadyGate needs no backend to listen).
+proxy_env readygate "$STARTUP_PORT"
+record "$("$TOOLS/ws-bench" startup --port "$STARTUP_PORT" --runs 7 --label readygate -- "$RG_BIN" serve)"
+for t in nginx haproxy; do
+    proxy_cmd "$t" "$STARTUP_PORT"
+    record "$("$TOOLS/ws-bench" startup --port "$STARTUP_PORT" --runs 7 --label "$t" -- "${PROXY_CMD[@]}")"
+done
+
+start_echo
+for t in $TARGETS; do run_target "$t"; done
+[[ " $TARGETS " == *" readygate "* ]] && run_target readygate0
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+mkdir -p "$HERE/results"
+cp "$RESULTS" "$HERE/results/latest.jsonl"
+
+# --- report -------------------------------------------------------------------------------
+SWIFT_VERSION="$(swift --version 2>&1 | head -1)"
+NGINX_VERSION="$(nginx -v 2>&1 | sed 's/.*: //')"
+HAPROXY_VERSION="$(haproxy -v | head -1 | awk '{print $3}')"
+CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
+REPORT_ARGS=(--command "$COMMAND_LINE" --nproc "$(nproc)" --cpu "$CPU_MODEL" --kernel "$(uname -r)"
+    --swift "$SWIFT_VERSION" --nginx "$NGINX_VERSION" --haproxy "$HAPROXY_VERSION" --threads "$THREADS"
+    --duration "$DURATION" --rate "$RATE" --conns "$CONNS" --inflight "$INFLIGHT" --size "$SIZE"
+    --lat-conns "$LAT_CONNS" --idle "$IDLE_SESSIONS" --first "$FIRST_SESSIONS" --nofile "$NOFILE"
+    --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" --date "$START_TIME" --tool-threads "$TOOL_THREADS")
+# Kept so that `Benchmarks/report.py` can be re-run on these results (e.g. after editing notes.md):
+#   python3 Benchmarks/report.py Benchmarks/results/latest.jsonl docs/benchmarks.md --args-file Benchmarks/results/latest.args
+printf '%s\n' "${REPORT_ARGS[@]}" >"$HERE/results/latest.args"
+python3 "$HERE/report.py" "$RESULTS" "$OUT" "${REPORT_ARGS[@]}"
+log "results: $HERE/results/latest.jsonl; report: $OUT"
