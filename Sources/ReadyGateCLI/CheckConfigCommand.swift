@@ -1,6 +1,12 @@
 import ArgumentParser
 import ReadyGateCore
 
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -19,6 +25,9 @@ struct CheckConfigCommand: AsyncParsableCommand {
         let width = settings.effectiveValues.map(\.variable.count).max() ?? 0
         for (variable, value) in settings.effectiveValues {
             print(variable + String(repeating: " ", count: width - variable.count) + "  " + value)
+        }
+        for name in ReadyGateConfigKey.unknownVariables(in: ProcessInfo.processInfo.environment.keys) {
+            print("warning: \(name) is not a ReadyGate variable and is ignored")
         }
     }
 }

@@ -6,6 +6,12 @@ import ReadyGateCore
 import ReadyGateProxy
 import ServiceLifecycle
 
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
 /// `readygate serve`: run the proxy until SIGTERM or SIGINT.
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,6 +24,9 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let settings = try loadOrExit(options)
         let logger = bootstrapLogging(settings)
+        for name in ReadyGateConfigKey.unknownVariables(in: ProcessInfo.processInfo.environment.keys) {
+            logger.warning("unknown_variable", metadata: ["variable": "\(name)", "note": "ignored"])
+        }
         let threads = settings.threads ?? System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let service = ProxyService(

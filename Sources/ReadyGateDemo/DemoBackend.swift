@@ -13,6 +13,8 @@ public struct DemoBackendConfiguration: Sendable {
     /// Whether the backend says it is ready (the message gate waits for this).
     public var sendsReadyMessage = true
     public var readyMessage = #"{"type":"connection_ready"}"#
+    /// A text message sent the moment the session starts, before set-up is done (nil: none).
+    public var greeting: String?
     /// Answer every upgrade with this HTTP status instead of 101.
     public var rejectStatus: Int?
     /// Accept TCP connections and never answer them.
@@ -175,6 +177,10 @@ final class RacyWebSocketHandler: ChannelInboundHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        if let greeting = configuration.greeting {
+            let text = context.channel.allocator.buffer(string: greeting)
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: text)), promise: nil)
+        }
         let setup = TimeAmount.milliseconds(Int64(configuration.setupMs))
         if configuration.setupMs == 0 {
             setUpDone(context: context)

@@ -419,4 +419,10 @@ extension String {
         while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
         return String(text)
     }
+
+    @Test("unknown READYGATE_ variables are reported, others are not")
+    func unknownVariables() {
+        let names = ["READYGATE_UPSTREAM", "READYGATE_UPSTRAEM", "PATH", "READYGATE_LOG_LEVEL", "READYGATE_X"]
+        #expect(ReadyGateConfigKey.unknownVariables(in: names) == ["READYGATE_UPSTRAEM", "READYGATE_X"])
+    }
 }

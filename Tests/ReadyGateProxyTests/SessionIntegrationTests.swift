@@ -172,14 +172,23 @@ struct SessionIntegrationTests {
     /// (f) The client gives up while its frames are held.
     @Test("a client that closes while pending leaves the backend a masked close frame")
     func clientClosesWhilePending() async throws {
-        try await withPendingSession { backend, proxy in
+        try await withBackendAndProxy(
+            backend: { backend in
+                backend.setupMs = 10_000
+                backend.greeting = "hello, still setting up"
+            },
+            proxy: { settings in
+                settings.readyGate = .message
+                settings.timing.handshakeTimeoutMs = 20_000
+            }
+        ) { backend, proxy in
             let reply = try await DemoWebSocketClient.withConnection(
                 group: testGroup,
                 port: proxy.port,
                 firstFrames: [DemoWebSocketClient.text("never delivered")]
             ) { connection in
-                // Wait until the backend has the session, so the proxy is connected but not ready.
-                await backend.sessionsStarted(atLeast: 1)
+                // The backend's greeting is relayed at once: the proxy is connected upstream, not ready.
+                #expect(try await connection.next() == .text("hello, still setting up"))
                 try await connection.close(code: 1000)
                 return try await connection.next()
             }

@@ -45,6 +45,13 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case logFormat = "READYGATE_LOG_FORMAT"
     case logLevel = "READYGATE_LOG_LEVEL"
 
+    /// `READYGATE_*` names in `names` that ReadyGate does not know: most likely typos, which would
+    /// otherwise be ignored silently.
+    public static func unknownVariables(in names: some Sequence<String>) -> [String] {
+        let known = Set(allCases.map(\.rawValue))
+        return names.filter { $0.hasPrefix("READYGATE_") && !known.contains($0) }.sorted()
+    }
+
     /// The key as swift-configuration spells it: one lower-case component, which the environment
     /// provider encodes back to the variable's name.
     public var configKey: ConfigKey { ConfigKey([rawValue.lowercased()]) }
