@@ -13,6 +13,8 @@ public struct DemoBackendConfiguration: Sendable {
     /// Whether the backend says it is ready (the message gate waits for this).
     public var sendsReadyMessage = true
     public var readyMessage = #"{"type":"connection_ready"}"#
+    /// How long the backend takes to answer an upgrade request with its 101.
+    public var upgradeDelayMs = 0
     /// A text message sent the moment the session starts, before set-up is done (nil: none).
     public var greeting: String?
     /// Answer every upgrade with this HTTP status instead of 101.
@@ -106,7 +108,7 @@ public final class DemoBackend: Sendable {
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                state.withLockedValue { $0.connections += 1 }
+                state.update { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
                     try configure(channel: channel, configuration: configuration, state: state)
                 }
@@ -133,7 +135,7 @@ public final class DemoBackend: Sendable {
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxFrameSize,
             shouldUpgrade: { channel, head in
-                state.withLockedValue { $0.requests.append(head) }
+                state.update { $0.requests.append(head) }
                 guard configuration.rejectStatus == nil else { return channel.eventLoop.makeSucceededFuture(nil) }
                 var headers = HTTPHeaders()
                 let offered = head.headers["Sec-WebSocket-Protocol"].flatMap { $0.split(separator: ",") }
@@ -141,7 +143,11 @@ public final class DemoBackend: Sendable {
                 if let chosen = offered.first(where: configuration.subprotocols.contains) {
                     headers.add(name: "Sec-WebSocket-Protocol", value: chosen)
                 }
-                return channel.eventLoop.makeSucceededFuture(headers)
+                let answer = headers
+                guard configuration.upgradeDelayMs > 0 else { return channel.eventLoop.makeSucceededFuture(answer) }
+                return channel.eventLoop.scheduleTask(in: .milliseconds(Int64(configuration.upgradeDelayMs))) {
+                    answer
+                }.futureResult
             },
             upgradePipelineHandler: { channel, _ in
                 state.update { $0.sessions += 1 }

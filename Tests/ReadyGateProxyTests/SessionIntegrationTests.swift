@@ -204,6 +204,39 @@ struct SessionIntegrationTests {
         }
     }
 
+    /// (f) again, earlier: the client leaves while the backend has not answered the upgrade yet.
+    @Test("a client that leaves during the upstream upgrade still leaves the backend a masked close frame")
+    func clientLeavesDuringUpstreamUpgrade() async throws {
+        try await withBackendAndProxy(
+            backend: { backend in
+                backend.upgradeDelayMs = 200
+                backend.setupMs = 10_000
+            },
+            proxy: { settings in
+                settings.readyGate = .message
+                settings.timing.handshakeTimeoutMs = 20_000
+            }
+        ) { backend, proxy in
+            let reply = try await DemoWebSocketClient.withConnection(
+                group: testGroup,
+                port: proxy.port,
+                firstFrames: [DemoWebSocketClient.text("never delivered")]
+            ) { connection in
+                // The backend has the request but holds its 101.
+                try await backend.waitUntil { !$0.requests.isEmpty }
+                try await connection.close(code: 1000)
+                return try await connection.next()
+            }
+            #expect(reply == .close(code: 1000, reason: ""))
+            try await backend.waitUntil { !$0.closeFrames.isEmpty }
+            #expect(backend.counters.closeFrames.first?.masked == true)
+            #expect(backend.counters.closeFrames.first?.code == 1000)
+            let record = try await proxy.sessions.waitFor(1)[0]
+            #expect(record.closer == .client)
+            #expect(record.undeliveredFrames == 1)
+        }
+    }
+
     /// (g) After the splice, bytes are relayed as they are.
     @Test("text, binary, fragmented and 16 MiB messages round-trip byte-exact")
     func roundTrips() async throws {

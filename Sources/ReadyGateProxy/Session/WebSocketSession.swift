@@ -330,6 +330,8 @@ final class WebSocketSession {
     }
 
     private var rejection: (head: HTTPResponseHead, body: ByteBuffer?)?
+    /// An upgrade still in flight when the session ended: closed cleanly once its 101 comes.
+    private var abandonedUpgrade: (attempt: Int, code: UInt16, reason: String)?
 
     func upstreamAnswered101(
         _ head: HTTPResponseHead,
@@ -337,6 +339,16 @@ final class WebSocketSession {
         context: ChannelHandlerContext,
         attempt answered: Int
     ) {
+        if let abandoned = abandonedUpgrade, abandoned.attempt == answered {
+            abandonedUpgrade = nil
+            closeAbandonedUpgrade(
+                handshake: handshake,
+                context: context,
+                code: abandoned.code,
+                reason: abandoned.reason
+            )
+            return
+        }
         guard answered == attempt, machine.state == .handshakePending else {
             context.close(promise: nil)
             return
@@ -594,23 +606,58 @@ final class WebSocketSession {
         let lost = clientHalf?.dropHold() ?? (frames: 0, bytes: 0)
         record.undeliveredFrames += lost.frames
         record.undeliveredBytes += lost.bytes
+        let code = clientClosedCleanly ? UInt16(1000) : 1001
+        // Tell the backend why: the client left, or the proxy ended the session (and why).
+        let reason = machine.endReason.map { "proxy ended session: \($0.name)" } ?? "client gone"
         if let upstreamHalf {
-            let code = clientClosedCleanly ? UInt16(1000) : 1001
-            // Tell the backend why: the client left, or the proxy ended the session (and why).
-            let reason = machine.endReason.map { "proxy ended session: \($0.name)" } ?? "client gone"
-            let frame = WebSocketFrameWriter.frame(
-                opcode: .close,
-                payload: WebSocketFrameWriter.closePayload(code: code, reason: reason),
-                maskingKey: UInt32.random(in: 0...UInt32.max, using: &random)
-            )
-            if let written = upstreamHalf.sendFrame(frame) {
-                let channel = upstreamChannel
-                written.assumeIsolated().whenComplete { _ in channel?.close(promise: nil) }
-            }
+            closeUpstreamWebSocket(upstreamHalf, code: code, reason: reason)
+        } else if let channel = upstreamChannel, channel.isActive {
+            // The upgrade request is in flight: let its answer come, then close the WebSocket
+            // properly (a masked close frame), within what is left of the handshake timeout.
+            abandonedUpgrade = (attempt, code, reason)
+            let bound = max(1, settings.timing.handshakeTimeoutMs - nowMs)
+            eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(bound))) { channel.close(promise: nil) }
         } else {
             upstreamChannel?.close(promise: nil)
         }
         attempt += 1  // any connect still in flight is now stale
+    }
+
+    /// Sends the backend a masked close frame (RFC 6455 §5.3), then closes the connection.
+    private func closeUpstreamWebSocket(_ half: SpliceHandler, code: UInt16, reason: String) {
+        let frame = WebSocketFrameWriter.frame(
+            opcode: .close,
+            payload: WebSocketFrameWriter.closePayload(code: code, reason: reason),
+            maskingKey: UInt32.random(in: 0...UInt32.max, using: &random)
+        )
+        if let written = half.sendFrame(frame) {
+            let channel = upstreamChannel
+            written.assumeIsolated().whenComplete { _ in channel?.close(promise: nil) }
+        }
+    }
+
+    /// The session ended while this upgrade was in flight; its 101 came: close it cleanly.
+    private func closeAbandonedUpgrade(
+        handshake: UpstreamHandshakeHandler,
+        context: ChannelHandlerContext,
+        code: UInt16,
+        reason: String
+    ) {
+        let half = SpliceHandler(
+            side: .upstream,
+            session: self,
+            scanner: WebSocketFrameScanner(role: .server),
+            holding: false,
+            maxHeldBytes: .max
+        )
+        upstreamHalf = half
+        do {
+            try UpstreamPipeline.switchToWebSocket(context: context, handshake: handshake, relay: half)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        closeUpstreamWebSocket(half, code: code, reason: reason)
     }
 
     private func clientChannelClosed() {
@@ -624,7 +671,9 @@ final class WebSocketSession {
         gateTimer?.cancel()
         retryTimer?.cancel()
         let upstream = upstreamChannel
-        if let upstream, upstream.isActive, upstreamHalf == nil { upstream.close(promise: nil) }
+        if let upstream, upstream.isActive, upstreamHalf == nil, abandonedUpgrade == nil {
+            upstream.close(promise: nil)
+        }
         let finish = { [self] in
             machine.closed(nowMs: nowMs)
             record.stateTimes = machine.enteredAt
