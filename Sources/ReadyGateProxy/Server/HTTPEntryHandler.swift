@@ -62,7 +62,7 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let headers = HTTPHeaderList(head.headers.map { (name: $0.name, value: $0.value) })
+        let headers = HTTPHeaderList(head.headers)
         guard WebSocketHandshake.isWebSocketUpgrade(headers) else {
             state = .plainRequest(head)
             return
@@ -131,26 +131,20 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
         keepAlive: Bool,
         extraHeaders: HTTPHeaders = HTTPHeaders()
     ) {
-        var headers = extraHeaders
-        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
-        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-        let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-        let done = context.writeAndFlushPromise()
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+        let done = context.writeHTTPResponse(
+            status: status,
+            headers: extraHeaders,
+            body: context.channel.allocator.buffer(string: body),
+            contentType: plainTextContentType,
+            keepAlive: keepAlive
+        )
         if keepAlive {
             state = .idle
         } else {
-            done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 }
 
 @available(*, unavailable)
 extension HTTPEntryHandler: Sendable {}
-
-extension ChannelHandlerContext {
-    func writeAndFlushPromise() -> EventLoopPromise<Void> { eventLoop.makePromise(of: Void.self) }
-}

@@ -159,9 +159,7 @@ final class WebSocketSession {
         var responseHeaders = HTTPHeaders()
         if let upstreamResponse {
             // `upstream` mode: mirror the backend's end-to-end answer (subprotocol, extensions, cookies).
-            let mirrored = ProxyHeaders.strippingHopByHop(
-                HTTPHeaderList(upstreamResponse.headers.map { (name: $0.name, value: $0.value) })
-            )
+            let mirrored = ProxyHeaders.strippingHopByHop(HTTPHeaderList(upstreamResponse.headers))
             for field in mirrored where field.name.lowercased() != "sec-websocket-accept" {
                 responseHeaders.add(name: field.name, value: field.value)
             }
@@ -250,7 +248,7 @@ final class WebSocketSession {
         record.connectAttempts = attempt
         let remaining = max(1, settings.timing.handshakeTimeoutMs - nowMs)
         let thisAttempt = attempt
-        let upstreamRequest = makeUpstreamRequest()
+        let upgradeRequest = upstreamRequest
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let target = settings.upstream
         ClientBootstrap(group: eventLoop)
@@ -263,7 +261,7 @@ final class WebSocketSession {
                     try sync.addHandler(HTTPRequestEncoder())
                     try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)))
                     try sync.addHandler(
-                        UpstreamHandshakeHandler(session: bound.value, request: upstreamRequest, attempt: thisAttempt)
+                        UpstreamHandshakeHandler(session: bound.value, request: upgradeRequest, attempt: thisAttempt)
                     )
                 }
             }
@@ -283,6 +281,10 @@ final class WebSocketSession {
             }
     }
 
+    /// The upgrade request, the same for every attempt (built at the first connect, after `start`
+    /// settled the accept mode and the subprotocol).
+    private lazy var upstreamRequest: HTTPRequestHead = makeUpstreamRequest()
+
     /// The upgrade request for the backend: the client's path and end-to-end headers, a fresh key,
     /// `X-Forwarded-*` (DESIGN §2, "Upstream connect and retry").
     private func makeUpstreamRequest() -> HTTPRequestHead {
@@ -297,9 +299,7 @@ final class WebSocketSession {
             list.remove("sec-websocket-protocol")
             if let chosenSubprotocol { list.add("Sec-WebSocket-Protocol", chosenSubprotocol) }
         }
-        var nioHeaders = HTTPHeaders()
-        for field in list { nioHeaders.add(name: field.name, value: field.value) }
-        return HTTPRequestHead(version: .http1_1, method: .GET, uri: request.uri, headers: nioHeaders)
+        return HTTPRequestHead(version: .http1_1, method: .GET, uri: request.uri, headers: HTTPHeaders(list))
     }
 
     /// Extensions are negotiated end to end only in `upstream` mode with the delay gate: the message
@@ -354,8 +354,8 @@ final class WebSocketSession {
             return
         }
         record.upstreamStatus = 101
-        let answer = HTTPHeaderList(head.headers.map { (name: $0.name, value: $0.value) })
-        let offered = makeUpstreamRequest().headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
+        let answer = HTTPHeaderList(head.headers)
+        let offered = upstreamRequest.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
         if let problem = WebSocketHandshake.verifyUpstreamAnswer(
             headers: answer,
             sentKey: upstreamKey,
@@ -409,8 +409,7 @@ final class WebSocketSession {
     // MARK: Ready
 
     private func becomeReady(timedOut: Bool) {
-        handshakeTimer?.cancel()
-        gateTimer?.cancel()
+        cancelTimers()
         let readyAt = nowMs
         if timedOut, record.note(.readyTimeout) {
             logEvent(RaceEvent(.readyTimeout, ["action": "open", "ms": "\(readyAt)"]))
@@ -490,9 +489,6 @@ final class WebSocketSession {
 
     /// The proxy ends the session: a close frame when the client has its 101, else an HTTP error.
     private func end(_ reason: SessionCloseReason) {
-        handshakeTimer?.cancel()
-        gateTimer?.cancel()
-        retryTimer?.cancel()
         record.endReason = reason
         if record.closer == .none { record.closer = .proxy }
         switch reason {
@@ -501,10 +497,7 @@ final class WebSocketSession {
             if record.note(.readyTimeout) { logEvent(RaceEvent(.readyTimeout, ["action": "close", "ms": "\(nowMs)"])) }
         default: break
         }
-        let lost = clientHalf?.dropHold() ?? (frames: 0, bytes: 0)
-        record.undeliveredFrames += lost.frames
-        record.undeliveredBytes += lost.bytes
-        abandonUpstream(clientClosedCleanly: false)
+        abandonUpstream(clientClosedCleanly: false)  // also counts the held frames as undelivered
         if clientHalf != nil {
             closeClient(with: reason)
         } else if let context = entryContext {
@@ -515,7 +508,13 @@ final class WebSocketSession {
                 case .goingAway: .serviceUnavailable
                 default: .badGateway
                 }
-            respondHTTP(context: context, status: status, headers: HTTPHeaders(), body: nil, text: reason.reasonText)
+            respondHTTP(
+                context: context,
+                status: status,
+                headers: HTTPHeaders(),
+                body: context.channel.allocator.buffer(string: reason.reasonText + "\n"),
+                contentType: plainTextContentType
+            )
         } else {
             clientChannel.close(promise: nil)
         }
@@ -545,51 +544,46 @@ final class WebSocketSession {
 
     /// `upstream` accept mode: the backend's refusal goes to the client as it was.
     private func relayUpstreamRejection() {
-        handshakeTimer?.cancel()
+        cancelTimers()
         guard let context = entryContext, let rejection else {
             clientChannel.close(promise: nil)
             return
         }
         entryContext = nil
-        var relayed = HTTPHeaders()
-        let list = ProxyHeaders.strippingHopByHop(
-            HTTPHeaderList(rejection.head.headers.map { (name: $0.name, value: $0.value) })
+        var relayed = ProxyHeaders.strippingHopByHop(HTTPHeaderList(rejection.head.headers))
+        relayed.remove("content-length")
+        respondHTTP(
+            context: context,
+            status: rejection.head.status,
+            headers: HTTPHeaders(relayed),
+            body: rejection.body ?? context.channel.allocator.buffer(capacity: 0),
+            contentType: nil
         )
-        for field in list where field.name.lowercased() != "content-length" {
-            relayed.add(name: field.name, value: field.value)
-        }
-        respondHTTP(context: context, status: rejection.head.status, headers: relayed, body: rejection.body, text: nil)
     }
 
+    /// Answers the client over HTTP (it has no 101) and closes its connection.
     private func respondHTTP(
         context: ChannelHandlerContext,
         status: HTTPResponseStatus,
         headers: HTTPHeaders,
-        body: ByteBuffer?,
-        text: String?
+        body: ByteBuffer,
+        contentType: String?
     ) {
-        var headers = headers
-        let payload = body ?? context.channel.allocator.buffer(string: text.map { $0 + "\n" } ?? "")
-        if text != nil { headers.replaceOrAdd(name: "Content-Type", value: "text/plain; charset=utf-8") }
-        headers.replaceOrAdd(name: "Content-Length", value: String(payload.readableBytes))
-        headers.replaceOrAdd(name: "Connection", value: "close")
-        context.write(
-            NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))),
-            promise: nil
+        context.writeHTTPResponse(
+            status: status,
+            headers: headers,
+            body: body,
+            contentType: contentType,
+            keepAlive: false
         )
-        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(payload))), promise: nil)
-        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).assumeIsolated().whenComplete { [self] _ in
-            clientChannel.close(promise: nil)
-        }
+        .assumeIsolated().whenComplete { [self] _ in clientChannel.close(promise: nil) }
         clientChannel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
     }
 
     /// Lets go of the backend: a masked close frame when it is connected (RFC 6455 §5.5.1), else
     /// the pending connect or socket is closed.
     private func abandonUpstream(clientClosedCleanly: Bool) {
-        retryTimer?.cancel()
-        handshakeTimer?.cancel()
-        gateTimer?.cancel()
+        cancelTimers()
         if !clientClosedCleanly, machine.state == .closed {
             if record.note(.clientGoneBeforeReady) {
                 logEvent(
@@ -667,9 +661,7 @@ final class WebSocketSession {
             _ = machine.clientLeftBeforeReady(cleanly: false, nowMs: nowMs)
             abandonUpstream(clientClosedCleanly: false)
         }
-        handshakeTimer?.cancel()
-        gateTimer?.cancel()
-        retryTimer?.cancel()
+        cancelTimers()
         let upstream = upstreamChannel
         if let upstream, upstream.isActive, upstreamHalf == nil, abandonedUpgrade == nil {
             upstream.close(promise: nil)
@@ -701,6 +693,13 @@ final class WebSocketSession {
         } else {
             finish()
         }
+    }
+
+    /// The handshake, gate and retry timers only matter until READY or the end.
+    private func cancelTimers() {
+        handshakeTimer?.cancel()
+        gateTimer?.cancel()
+        retryTimer?.cancel()
     }
 
     private func logEvent(_ event: RaceEvent) {
