@@ -178,8 +178,16 @@ func rawExchange(port: Int, bytes: [UInt8]) async throws -> [UInt8] {
         }
         .connect(host: "127.0.0.1", port: port)
         .get()
+    // A future's `get()` ignores task cancellation, so the bound is a close scheduled on the channel.
+    let timedOut = NIOLockedValueBox(false)
+    let deadline = channel.eventLoop.scheduleTask(in: .seconds(10)) {
+        timedOut.withLockedValue { $0 = true }
+        channel.close(promise: nil)
+    }
     try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
-    _ = try await withTimeout(seconds: 10) { try await channel.closeFuture.get() }
+    try await channel.closeFuture.get()
+    deadline.cancel()
+    if timedOut.withLockedValue({ $0 }) { throw TimedOut() }
     return collected.withLockedValue { Array(buffer: $0) }
 }
 
