@@ -38,6 +38,15 @@ struct Target: ParsableArguments {
     @Option(help: "A name for the target, copied into the JSON.") var label = "target"
     @Option(help: "Payload bytes per message.") var size = 64
 
+    /// Checks the target is on loopback, then runs `body` with a fresh event loop group (shut down
+    /// afterwards), the run's shared counters and the message frame every command sends.
+    func withLoad<T>(_ body: (MultiThreadedEventLoopGroup, RunShared, ByteBuffer) throws -> T) throws -> T {
+        try validateLoopback()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        defer { try? group.syncShutdownGracefully() }
+        return try body(group, RunShared(), WSFrames.maskedBinaryFrame(size: size))
+    }
+
     func validateLoopback() throws {
         guard host == "127.0.0.1" || host == "localhost" || host == "::1" || host.hasPrefix("127.") else {
             throw ValidationError("ws-bench only targets loopback addresses")
@@ -92,33 +101,30 @@ struct Throughput: ParsableCommand {
     @Option(help: "Seconds before measuring.") var warmup = 1.0
 
     func run() throws {
-        try target.validateLoopback()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: target.threads)
-        defer { try? group.syncShutdownGracefully() }
-        let shared = RunShared()
-        let frame = WSFrames.maskedBinaryFrame(size: target.size)
-        let (channels, failed) = openMany(
-            count: connections, concurrency: connections, group: group, target: target,
-            mode: .throughput(inflight: inflight), frame: frame, shared: shared, waitForEcho: false)
-        guard failed == 0 else { throw ValidationError("\(failed) connections failed") }
-        sleepSeconds(warmup)
-        let c0 = shared.received.load(ordering: .relaxed)
-        let t0 = nowNanos()
-        sleepSeconds(duration)
-        let c1 = shared.received.load(ordering: .relaxed)
-        let t1 = nowNanos()
-        shared.stop.store(true, ordering: .relaxed)
-        sleepSeconds(0.3)
-        let total = shared.received.load(ordering: .relaxed)
-        closeAll(channels)
-        let seconds = Double(t1 - t0) / 1e9
-        let rate = Double(c1 - c0) / seconds
-        say(String(format: "[%@] throughput: %.0f msg/s (%d conns x %d in flight, %d B, %.1f s)", target.label, rate, connections, inflight, target.size, seconds))
-        emit([
-            ("mode", "throughput"), ("label", target.label), ("connections", connections), ("inflight", inflight),
-            ("size", target.size), ("seconds", seconds), ("messages", c1 - c0), ("msgs_per_s", rate),
-            ("messages_total", total),
-        ])
+        try target.withLoad { group, shared, frame in
+            let (channels, failed) = openMany(
+                count: connections, concurrency: connections, group: group, target: target,
+                mode: .throughput(inflight: inflight), frame: frame, shared: shared, waitForEcho: false)
+            guard failed == 0 else { throw ValidationError("\(failed) connections failed") }
+            sleepSeconds(warmup)
+            let c0 = shared.received.load(ordering: .relaxed)
+            let t0 = nowNanos()
+            sleepSeconds(duration)
+            let c1 = shared.received.load(ordering: .relaxed)
+            let t1 = nowNanos()
+            shared.stop.store(true, ordering: .relaxed)
+            sleepSeconds(0.3)
+            let total = shared.received.load(ordering: .relaxed)
+            closeAll(channels)
+            let seconds = Double(t1 - t0) / 1e9
+            let rate = Double(c1 - c0) / seconds
+            say(String(format: "[%@] throughput: %.0f msg/s (%d conns x %d in flight, %d B, %.1f s)", target.label, rate, connections, inflight, target.size, seconds))
+            emit([
+                ("mode", "throughput"), ("label", target.label), ("connections", connections), ("inflight", inflight),
+                ("size", target.size), ("seconds", seconds), ("messages", c1 - c0), ("msgs_per_s", rate),
+                ("messages_total", total),
+            ])
+        }
     }
 }
 
@@ -132,42 +138,39 @@ struct Latency: ParsableCommand {
     @Option(help: "Connections.") var connections = 50
 
     func run() throws {
-        try target.validateLoopback()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: target.threads)
-        defer { try? group.syncShutdownGracefully() }
-        let shared = RunShared()
-        let frame = WSFrames.maskedBinaryFrame(size: target.size)
-        let (channels, failed) = openMany(
-            count: connections, concurrency: connections, group: group, target: target, mode: .latency,
-            frame: frame, shared: shared, waitForEcho: false)
-        guard failed == 0 else { throw ValidationError("\(failed) connections failed") }
-        let interval = UInt64(Double(connections) * 1e9 / Double(rate))
-        let t0 = nowNanos() + 50_000_000
-        let warmupEnd = t0 + UInt64(warmup * 1e9)
-        let end = warmupEnd + UInt64(duration * 1e9)
-        for (i, ch) in channels.enumerated() {
-            let start = StartSchedule(
-                first: t0 + UInt64(i) * interval / UInt64(connections), interval: interval, end: end,
-                warmupEnd: warmupEnd)
-            ch.pipeline.fireUserInboundEventTriggered(start)
+        try target.withLoad { group, shared, frame in
+            let (channels, failed) = openMany(
+                count: connections, concurrency: connections, group: group, target: target, mode: .latency,
+                frame: frame, shared: shared, waitForEcho: false)
+            guard failed == 0 else { throw ValidationError("\(failed) connections failed") }
+            let interval = UInt64(Double(connections) * 1e9 / Double(rate))
+            let t0 = nowNanos() + 50_000_000
+            let warmupEnd = t0 + UInt64(warmup * 1e9)
+            let end = warmupEnd + UInt64(duration * 1e9)
+            for (i, ch) in channels.enumerated() {
+                let start = StartSchedule(
+                    first: t0 + UInt64(i) * interval / UInt64(connections), interval: interval, end: end,
+                    warmupEnd: warmupEnd)
+                ch.pipeline.fireUserInboundEventTriggered(start)
+            }
+            sleepSeconds(Double(end - nowNanos()) / 1e9 + 1.0)
+            for ch in channels { ch.pipeline.fireUserInboundEventTriggered(ReportNow()) }
+            let deadline = nowNanos() + 5_000_000_000
+            while shared.histograms.withLockedValue({ $0.count }) < channels.count, nowNanos() < deadline { usleep(10_000) }
+            closeAll(channels)
+            var h = Histogram<UInt64>(
+                lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+            for part in shared.histograms.withLockedValue({ $0 }) { h.add(part) }
+            func us(_ p: Double) -> Double { Double(h.valueAtPercentile(p)) / 1000 }
+            let achieved = Double(h.totalCount) / duration
+            say(String(format: "[%@] latency @ %d msg/s (achieved %.0f): p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us", target.label, rate, achieved, us(50), us(99), us(99.9), Double(h.max) / 1000))
+            emit([
+                ("mode", "latency"), ("label", target.label), ("rate", rate), ("connections", connections),
+                ("size", target.size), ("seconds", duration), ("count", Int(h.totalCount)), ("achieved_rate", achieved),
+                ("p50_us", us(50)), ("p90_us", us(90)), ("p99_us", us(99)), ("p999_us", us(99.9)),
+                ("max_us", Double(h.max) / 1000), ("outstanding", shared.outstanding.load(ordering: .relaxed)),
+            ])
         }
-        sleepSeconds(Double(end - nowNanos()) / 1e9 + 1.0)
-        for ch in channels { ch.pipeline.fireUserInboundEventTriggered(ReportNow()) }
-        let deadline = nowNanos() + 5_000_000_000
-        while shared.histograms.withLockedValue({ $0.count }) < channels.count, nowNanos() < deadline { usleep(10_000) }
-        closeAll(channels)
-        var h = Histogram<UInt64>(
-            lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-        for part in shared.histograms.withLockedValue({ $0 }) { h.add(part) }
-        func us(_ p: Double) -> Double { Double(h.valueAtPercentile(p)) / 1000 }
-        let achieved = Double(h.totalCount) / duration
-        say(String(format: "[%@] latency @ %d msg/s (achieved %.0f): p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us", target.label, rate, achieved, us(50), us(99), us(99.9), Double(h.max) / 1000))
-        emit([
-            ("mode", "latency"), ("label", target.label), ("rate", rate), ("connections", connections),
-            ("size", target.size), ("seconds", duration), ("count", Int(h.totalCount)), ("achieved_rate", achieved),
-            ("p50_us", us(50)), ("p90_us", us(90)), ("p99_us", us(99)), ("p999_us", us(99.9)),
-            ("max_us", Double(h.max) / 1000), ("outstanding", shared.outstanding.load(ordering: .relaxed)),
-        ])
     }
 }
 
@@ -180,25 +183,22 @@ struct Idle: ParsableCommand {
     @Option(help: "Sessions opened at a time.") var concurrency = 200
 
     func run() throws {
-        try target.validateLoopback()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: target.threads)
-        defer { try? group.syncShutdownGracefully() }
-        let shared = RunShared()
-        let frame = WSFrames.maskedBinaryFrame(size: target.size)
-        let t0 = nowNanos()
-        let (channels, failed) = openMany(
-            count: sessions, concurrency: concurrency, group: group, target: target, mode: .single, frame: frame,
-            shared: shared, waitForEcho: true)
-        let seconds = Double(nowNanos() - t0) / 1e9
-        say(String(format: "[%@] idle: %d sessions up (%d failed) in %.1f s; holding %.0f s", target.label, channels.count, failed, seconds, hold))
-        emit([
-            ("mode", "idle"), ("event", "all_up"), ("label", target.label), ("sessions", channels.count),
-            ("failed", failed), ("open_seconds", seconds), ("hold_seconds", hold),
-        ])
-        sleepSeconds(hold)
-        let alive = channels.filter { $0.isActive }.count
-        closeAll(channels)
-        emit([("mode", "idle"), ("event", "closed"), ("label", target.label), ("alive_at_end", alive)])
+        try target.withLoad { group, shared, frame in
+            let t0 = nowNanos()
+            let (channels, failed) = openMany(
+                count: sessions, concurrency: concurrency, group: group, target: target, mode: .single, frame: frame,
+                shared: shared, waitForEcho: true)
+            let seconds = Double(nowNanos() - t0) / 1e9
+            say(String(format: "[%@] idle: %d sessions up (%d failed) in %.1f s; holding %.0f s", target.label, channels.count, failed, seconds, hold))
+            emit([
+                ("mode", "idle"), ("event", "all_up"), ("label", target.label), ("sessions", channels.count),
+                ("failed", failed), ("open_seconds", seconds), ("hold_seconds", hold),
+            ])
+            sleepSeconds(hold)
+            let alive = channels.filter { $0.isActive }.count
+            closeAll(channels)
+            emit([("mode", "idle"), ("event", "closed"), ("label", target.label), ("alive_at_end", alive)])
+        }
     }
 }
 
@@ -210,38 +210,35 @@ struct FirstEcho: ParsableCommand {
     @Option(help: "Sessions.") var sessions = 200
 
     func run() throws {
-        try target.validateLoopback()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: target.threads)
-        defer { try? group.syncShutdownGracefully() }
-        let shared = RunShared()
-        let frame = WSFrames.maskedBinaryFrame(size: target.size)
-        func makeHistogram() -> Histogram<UInt64> {
-            Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-        }
-        var toEcho = makeHistogram()
-        var toUpgrade = makeHistogram()
-        var failed = 0
-        for _ in 0..<sessions {
-            let start = nowNanos()
-            let s = openSession(group: group, host: target.host, port: target.port, mode: .single, frame: frame, shared: shared)
-            do {
-                let opened = try s.opened.wait()
-                let echoed = try s.echoed.wait()
-                _ = toUpgrade.record(opened - start)
-                _ = toEcho.record(echoed - start)
-            } catch {
-                failed += 1
+        try target.withLoad { group, shared, frame in
+            func makeHistogram() -> Histogram<UInt64> {
+                Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
             }
-            if let ch = try? s.channel.wait() { _ = try? ch.close().wait() }
+            var toEcho = makeHistogram()
+            var toUpgrade = makeHistogram()
+            var failed = 0
+            for _ in 0..<sessions {
+                let start = nowNanos()
+                let s = openSession(group: group, host: target.host, port: target.port, mode: .single, frame: frame, shared: shared)
+                do {
+                    let opened = try s.opened.wait()
+                    let echoed = try s.echoed.wait()
+                    _ = toUpgrade.record(opened - start)
+                    _ = toEcho.record(echoed - start)
+                } catch {
+                    failed += 1
+                }
+                if let ch = try? s.channel.wait() { _ = try? ch.close().wait() }
+            }
+            func us(_ h: Histogram<UInt64>, _ p: Double) -> Double { Double(h.valueAtPercentile(p)) / 1000 }
+            say(String(format: "[%@] first echo: p50 %.0f us, p99 %.0f us, max %.0f us (101: p50 %.0f us); %d failed", target.label, us(toEcho, 50), us(toEcho, 99), Double(toEcho.max) / 1000, us(toUpgrade, 50), failed))
+            emit([
+                ("mode", "first_echo"), ("label", target.label), ("sessions", sessions), ("failed", failed),
+                ("p50_us", us(toEcho, 50)), ("p90_us", us(toEcho, 90)), ("p99_us", us(toEcho, 99)),
+                ("max_us", Double(toEcho.max) / 1000), ("upgrade_p50_us", us(toUpgrade, 50)),
+                ("upgrade_p99_us", us(toUpgrade, 99)),
+            ])
         }
-        func us(_ h: Histogram<UInt64>, _ p: Double) -> Double { Double(h.valueAtPercentile(p)) / 1000 }
-        say(String(format: "[%@] first echo: p50 %.0f us, p99 %.0f us, max %.0f us (101: p50 %.0f us); %d failed", target.label, us(toEcho, 50), us(toEcho, 99), Double(toEcho.max) / 1000, us(toUpgrade, 50), failed))
-        emit([
-            ("mode", "first_echo"), ("label", target.label), ("sessions", sessions), ("failed", failed),
-            ("p50_us", us(toEcho, 50)), ("p90_us", us(toEcho, 90)), ("p99_us", us(toEcho, 99)),
-            ("max_us", Double(toEcho.max) / 1000), ("upgrade_p50_us", us(toUpgrade, 50)),
-            ("upgrade_p99_us", us(toUpgrade, 99)),
-        ])
     }
 }
 
