@@ -640,3 +640,19 @@ struct SessionCloseReasonTests {
         #expect(reason.reasonText.utf8.count <= 123)
     }
 }
+
+@Suite("Session state times")
+struct SessionStateTimesTests {
+    @Test("each state has its own slot, unset slots read nil")
+    func slots() {
+        var times: SessionStateTimes = [.initializing: 0, .connected: 30]
+        #expect(times[.initializing] == 0)
+        #expect(times[.connected] == 30)
+        #expect(times[.handshakePending] == nil)
+        for (offset, state) in SessionState.allCases.enumerated() { times[state] = offset * 10 + 1 }
+        for (offset, state) in SessionState.allCases.enumerated() { #expect(times[state] == offset * 10 + 1) }
+        times[.closed] = nil
+        #expect(times[.closed] == nil)
+        #expect(times != SessionStateTimes())
+    }
+}

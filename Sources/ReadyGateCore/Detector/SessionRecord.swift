@@ -15,7 +15,7 @@ public struct SessionRecord: Sendable {
     public var gate: ReadyGateMode
     public var path: String
     /// Milliseconds since start at which each state was entered.
-    public var stateTimes: [SessionState: Int] = [:]
+    public var stateTimes = SessionStateTimes()
     public var clientToUpstream = WebSocketTrafficStats()
     public var upstreamToClient = WebSocketTrafficStats()
     /// Client frames and bytes held before READY.

@@ -45,7 +45,7 @@ public struct SessionStateMachine: Sendable {
     /// Transitions that were refused: each is a bug in the caller, logged and counted.
     public private(set) var invalidTransitions: [InvalidSessionTransition] = []
     /// Milliseconds since start at which each state was entered.
-    public private(set) var enteredAt: [SessionState: Int] = [.initializing: 0]
+    public private(set) var enteredAt: SessionStateTimes = [.initializing: 0]
 
     private let retry: ProgressiveDelay
 
