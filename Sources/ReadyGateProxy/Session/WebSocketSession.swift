@@ -21,16 +21,12 @@ final class WebSocketSession {
     private let detector: RaceDetector
     private var random = SystemRandomNumberGenerator()
 
-    private let request: HTTPRequestHead
-    private let headers: HTTPHeaderList
-    private let upgrade: ClientUpgradeRequest
+    /// What only the handshake needs: nil from READY on, so an idle spliced session keeps little
+    /// more than its two relay halves.
+    private var handshake: HandshakeState?
     private let clientChannel: any Channel
     /// The HTTP entry handler's context, until the client is switched to WebSocket bytes.
     private var entryContext: ChannelHandlerContext?
-    /// The subprotocol ReadyGate answers in `immediate` mode.
-    private var chosenSubprotocol: String?
-    /// The backend's 101, mirrored to the client in `upstream` accept mode.
-    private var upstreamResponse: HTTPResponseHead?
 
     private var clientHalf: SpliceHandler?
     private var upstreamHalf: SpliceHandler?
@@ -72,9 +68,13 @@ final class WebSocketSession {
             path: request.uri
         )
         self.detector = RaceDetector(timing: settings.timing)
-        self.request = request
-        self.headers = headers
-        self.upgrade = upgrade
+        var generator = SystemRandomNumberGenerator()
+        self.handshake = HandshakeState(
+            uri: request.uri,
+            headers: headers,
+            upgrade: upgrade,
+            upstreamKey: WebSocketHandshake.makeKey(using: &generator)
+        )
         self.clientChannel = clientContext.channel
         self.entryContext = clientContext
     }
@@ -88,15 +88,15 @@ final class WebSocketSession {
         environment.sessions.add(self, on: eventLoop)
         clientChannel.closeFuture.assumeIsolated().whenComplete { [self] _ in clientChannelClosed() }
         let actions = machine.start(
-            clientOfferedSubprotocols: !upgrade.subprotocols.isEmpty,
+            clientOfferedSubprotocols: !(handshake?.upgrade.subprotocols.isEmpty ?? true),
             subprotocolsConfigured: settings.subprotocols != nil,
             nowMs: nowMs
         )
         record.acceptMode = machine.acceptMode
         if machine.acceptMode == .immediate {
-            if let configured = settings.subprotocols {
-                chosenSubprotocol = WebSocketHandshake.chooseSubprotocol(
-                    offered: upgrade.subprotocols,
+            if let configured = settings.subprotocols, let offered = handshake?.upgrade.subprotocols {
+                handshake?.chosenSubprotocol = WebSocketHandshake.chooseSubprotocol(
+                    offered: offered,
                     configured: configured
                 )
             }
@@ -154,21 +154,24 @@ final class WebSocketSession {
 
     /// Sends the client its 101 and turns its pipeline from HTTP into a relay half.
     private func acceptClient() {
-        guard let context = entryContext else { return }
+        guard let context = entryContext, let handshake else { return }
         entryContext = nil
         var responseHeaders = HTTPHeaders()
-        if let upstreamResponse {
+        if let upstreamResponse = handshake.upstreamResponse {
             // `upstream` mode: mirror the backend's end-to-end answer (subprotocol, extensions, cookies).
             let mirrored = ProxyHeaders.strippingHopByHop(HTTPHeaderList(upstreamResponse.headers))
             for field in mirrored where field.name.lowercased() != "sec-websocket-accept" {
                 responseHeaders.add(name: field.name, value: field.value)
             }
-        } else if let chosenSubprotocol {
+        } else if let chosenSubprotocol = handshake.chosenSubprotocol {
             responseHeaders.add(name: "Sec-WebSocket-Protocol", value: chosenSubprotocol)
         }
         responseHeaders.add(name: "Upgrade", value: "websocket")
         responseHeaders.add(name: "Connection", value: "Upgrade")
-        responseHeaders.add(name: "Sec-WebSocket-Accept", value: WebSocketHandshake.acceptValue(forKey: upgrade.key))
+        responseHeaders.add(
+            name: "Sec-WebSocket-Accept",
+            value: WebSocketHandshake.acceptValue(forKey: handshake.upgrade.key)
+        )
         let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: responseHeaders)
         context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
         context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
@@ -199,7 +202,7 @@ final class WebSocketSession {
 
     /// RSV bits an extension negotiated in `upstream` mode (permessage-deflate uses RSV1, RFC 7692).
     private var negotiatedReservedBits: UInt8 {
-        guard let upstreamResponse else { return 0 }
+        guard let upstreamResponse = handshake?.upstreamResponse else { return 0 }
         return upstreamResponse.headers["Sec-WebSocket-Extensions"].isEmpty ? 0 : 0b100
     }
 
@@ -243,18 +246,18 @@ final class WebSocketSession {
     // MARK: Upstream side
 
     private func connectUpstream() {
-        guard machine.state == .handshakePending else { return }
+        guard machine.state == .handshakePending, let upgradeRequest = upstreamRequest() else { return }
         attempt += 1
         record.connectAttempts = attempt
         let remaining = max(1, settings.timing.handshakeTimeoutMs - nowMs)
         let thisAttempt = attempt
-        let upgradeRequest = upstreamRequest
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let target = settings.upstream
         ClientBootstrap(group: eventLoop)
             .connectTimeout(.milliseconds(Int64(remaining)))
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.recvAllocator, value: ChannelTuning.receiveAllocator)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
@@ -281,25 +284,28 @@ final class WebSocketSession {
             }
     }
 
-    /// The upgrade request, the same for every attempt (built at the first connect, after `start`
-    /// settled the accept mode and the subprotocol).
-    private lazy var upstreamRequest: HTTPRequestHead = makeUpstreamRequest()
-
     /// The upgrade request for the backend: the client's path and end-to-end headers, a fresh key,
-    /// `X-Forwarded-*` (DESIGN §2, "Upstream connect and retry").
-    private func makeUpstreamRequest() -> HTTPRequestHead {
+    /// `X-Forwarded-*` (DESIGN §2, "Upstream connect and retry"). Built at the first connect (after
+    /// `start` settled the accept mode and the subprotocol), the same for every attempt; nil once
+    /// the handshake state is released.
+    private func upstreamRequest() -> HTTPRequestHead? {
+        guard var handshake else { return nil }
+        if let built = handshake.upstreamRequest { return built }
         var list = ProxyHeaders.upstreamUpgradeHeaders(
-            client: headers,
-            key: upstreamKey,
+            client: handshake.headers,
+            key: handshake.upstreamKey,
             keepExtensions: keepsExtensions,
             clientAddress: clientChannel.remoteAddress?.ipAddress,
             proto: "http"
         )
         if machine.acceptMode == .immediate && settings.subprotocols != nil {
             list.remove("sec-websocket-protocol")
-            if let chosenSubprotocol { list.add("Sec-WebSocket-Protocol", chosenSubprotocol) }
+            if let chosen = handshake.chosenSubprotocol { list.add("Sec-WebSocket-Protocol", chosen) }
         }
-        return HTTPRequestHead(version: .http1_1, method: .GET, uri: request.uri, headers: HTTPHeaders(list))
+        let built = HTTPRequestHead(version: .http1_1, method: .GET, uri: handshake.uri, headers: HTTPHeaders(list))
+        handshake.upstreamRequest = built
+        self.handshake = handshake
+        return built
     }
 
     /// Extensions are negotiated end to end only in `upstream` mode with the delay gate: the message
@@ -307,8 +313,6 @@ final class WebSocketSession {
     private var keepsExtensions: Bool {
         machine.acceptMode == .upstream && machine.gate == .delay
     }
-
-    private lazy var upstreamKey: String = WebSocketHandshake.makeKey(using: &random)
 
     func upstreamAttemptFailed(attempt failed: Int, error: String) {
         guard failed == attempt, machine.state == .handshakePending else { return }
@@ -325,11 +329,10 @@ final class WebSocketSession {
             upstreamAttemptFailed(attempt: answered, error: "backend answered \(head.status.code)")
             return
         }
-        rejection = (head, body)
+        handshake?.rejection = (head, body)
         perform(machine.upstreamRejected(status: Int(head.status.code), nowMs: nowMs))
     }
 
-    private var rejection: (head: HTTPResponseHead, body: ByteBuffer?)?
     /// An upgrade still in flight when the session ended: closed cleanly once its 101 comes.
     private var abandonedUpgrade: (attempt: Int, code: UInt16, reason: String)?
 
@@ -349,25 +352,25 @@ final class WebSocketSession {
             )
             return
         }
-        guard answered == attempt, machine.state == .handshakePending else {
+        guard answered == attempt, machine.state == .handshakePending, let sent = self.handshake?.upstreamRequest else {
             context.close(promise: nil)
             return
         }
         record.upstreamStatus = 101
         let answer = HTTPHeaderList(head.headers)
-        let offered = upstreamRequest.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
+        let offered = sent.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
         if let problem = WebSocketHandshake.verifyUpstreamAnswer(
             headers: answer,
-            sentKey: upstreamKey,
+            sentKey: self.handshake?.upstreamKey ?? "",
             offeredSubprotocols: offered,
-            extensionsOffered: keepsExtensions && !upgrade.extensions.isEmpty
+            extensionsOffered: keepsExtensions && !(self.handshake?.upgrade.extensions.isEmpty ?? true)
         ) {
             logger.warning("upstream_handshake_invalid", metadata: ["problem": "\(problem)"])
             context.close(promise: nil)
             perform(machine.upstreamFailedBeforeReady(.upstreamProtocolError(problem), nowMs: nowMs))
             return
         }
-        upstreamResponse = machine.acceptMode == .upstream ? head : nil
+        self.handshake?.upstreamResponse = machine.acceptMode == .upstream ? head : nil
         let half = SpliceHandler(
             side: .upstream,
             session: self,
@@ -424,6 +427,7 @@ final class WebSocketSession {
             )
         }
         clientHalf?.flushHeldFrames()
+        handshake = nil
     }
 
     // MARK: Relay events
@@ -545,7 +549,7 @@ final class WebSocketSession {
     /// `upstream` accept mode: the backend's refusal goes to the client as it was.
     private func relayUpstreamRejection() {
         cancelTimers()
-        guard let context = entryContext, let rejection else {
+        guard let context = entryContext, let rejection = handshake?.rejection else {
             clientChannel.close(promise: nil)
             return
         }
@@ -700,6 +704,10 @@ final class WebSocketSession {
         handshakeTimer?.cancel()
         gateTimer?.cancel()
         retryTimer?.cancel()
+        // A cancelled task still holds its closure and promise while referenced.
+        handshakeTimer = nil
+        gateTimer = nil
+        retryTimer = nil
     }
 
     private func logEvent(_ event: RaceEvent) {
@@ -712,3 +720,22 @@ final class WebSocketSession {
 
 @available(*, unavailable)
 extension WebSocketSession: Sendable {}
+
+/// A session's handshake state: the client's request, and what the upstream upgrade produced.
+private struct HandshakeState {
+    let uri: String
+    /// The client's request headers, the source of the upstream upgrade request's.
+    let headers: HTTPHeaderList
+    /// The client's key, subprotocols and extensions.
+    let upgrade: ClientUpgradeRequest
+    /// The key of ReadyGate's own upgrade request to the backend.
+    let upstreamKey: String
+    /// The subprotocol ReadyGate answers in `immediate` mode.
+    var chosenSubprotocol: String?
+    /// The upgrade request sent to the backend (built once, at the first connect).
+    var upstreamRequest: HTTPRequestHead?
+    /// The backend's 101, mirrored to the client in `upstream` accept mode.
+    var upstreamResponse: HTTPResponseHead?
+    /// The backend's refusal, relayed as it was in `upstream` accept mode.
+    var rejection: (head: HTTPResponseHead, body: ByteBuffer?)?
+}
