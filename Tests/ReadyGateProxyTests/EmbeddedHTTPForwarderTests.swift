@@ -161,7 +161,7 @@ struct EmbeddedHTTPForwarderTests {
         #expect(try harness.sentUpstream().count == 2)
         let readsBefore = harness.clientReads.reads
         harness.client.read()
-        #expect(harness.clientReads.reads == readsBefore, "no read while a response is pending")
+        #expect(harness.clientReads.reads == readsBefore, "no read while a pipelined request waits")
 
         try harness.answer(0, ForwardHarness.head(.ok, [("Content-Length", "1")]), ForwardHarness.body("1"), .end(nil))
         let second = try harness.sentUpstream()
@@ -170,10 +170,23 @@ struct EmbeddedHTTPForwarderTests {
             return
         }
         #expect(head.uri == "/b")
-        #expect(harness.clientReads.reads == readsBefore, "still none: the second request is in flight")
+        #expect(harness.clientReads.reads == readsBefore + 1, "nothing waits any more: the withheld read goes on")
         try harness.answer(0, ForwardHarness.head(.ok, [("Content-Length", "1")]), ForwardHarness.body("2"), .end(nil))
-        #expect(harness.clientReads.reads == readsBefore + 1, "the withheld read is passed on")
         #expect(try harness.clientText().components(separatedBy: "HTTP/1.1 200").count == 3)
+    }
+
+    @Test("while a request waits for its answer the client is still read, so a close is noticed")
+    func readWhileWaiting() throws {
+        let harness = try ForwardHarness()
+        try harness.send(Self.get)
+        let readsBefore = harness.clientReads.reads
+        harness.client.read()
+        #expect(harness.clientReads.reads == readsBefore + 1)
+        harness.client.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        harness.loop.run()
+        try harness.answer(0, ForwardHarness.head(.ok, [("Content-Length", "2")]), ForwardHarness.body("ok"), .end(nil))
+        #expect(try harness.clientText().hasSuffix("ok"), "a half-closed client still gets its answer")
+        #expect(!harness.client.isActive, "then the connection closes")
     }
 
     @Test("the backend is not read while the client cannot take more")
@@ -280,6 +293,44 @@ struct EmbeddedHTTPForwarderTests {
         #expect(text.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(request): \(text)")
         #expect(harness.upstreams.isEmpty)
         #expect(!harness.client.isActive)
+    }
+
+    /// Header sets for the parity test below.
+    static let headerSets: [[(String, String)]] = [
+        [("Host", "example.test")],
+        [("Host", "a"), ("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"), ("x-hop", "2"), ("X-Keep", "k")],
+        [("Host", "a"), ("Connection", "close"), ("Keep-Alive", "t=5"), ("TE", "trailers"), ("Trailer", "x")],
+        [("Host", "a"), ("Proxy-Connection", "keep-alive"), ("Upgrade", "h2c"), ("Connection", "Upgrade,  , Foo")],
+        [
+            ("Host", "a"), ("X-Forwarded-For", "10.0.0.1"), ("x-forwarded-for", "10.0.0.2"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        [("X-Forwarded-Host", "orig"), ("Forwarded", "for=10.0.0.1"), ("forwarded", "for=10.0.0.2;proto=https")],
+        [("Host", "[::1]:8080"), ("Cookie", "a=b"), ("Cookie", "c=d"), ("Accept", "*/*")],
+    ]
+
+    @Test("the NIO-native header rewrite gives what Core's ProxyHeaders gives", arguments: headerSets.indices)
+    func headerRewriteParity(index: Int) {
+        let fields = Self.headerSets[index]
+        for address in ["192.0.2.7", "2001:db8::1", nil] as [String?] {
+            let core = ProxyHeaders.addingForwarded(
+                ProxyHeaders.strippingHopByHop(HTTPHeaderList(fields.map { (name: $0.0, value: $0.1) })),
+                clientAddress: address,
+                proto: "http",
+                host: fields.first { $0.0.lowercased() == "host" }?.1
+            )
+            var nio = HTTPHeaders(fields)
+            let identity = ForwardedMessage.forwardedIdentity(clientAddress: address)
+            ForwardedMessage.stripHopByHop(&nio)
+            ForwardedMessage.addForwarded(
+                &nio,
+                forwardedFor: identity.forwardedFor,
+                forwardedElement: identity.forwardedElement
+            )
+            let coreFields = core.fields.map { "\($0.name.lowercased()): \($0.value)" }
+            let nioFields = nio.map { "\($0.name.lowercased()): \($0.value)" }
+            #expect(nioFields == coreFields, "address \(address ?? "nil")")
+        }
     }
 
     @Test("our own framing check refuses what llhttp might let through")

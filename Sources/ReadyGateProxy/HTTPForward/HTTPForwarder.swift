@@ -11,10 +11,10 @@ import NIOHTTP1
 /// response back. It writes through the entry handler's context, so the response goes out
 /// through the connection's `HTTPResponseEncoder`.
 ///
-/// Backpressure both ways: the entry handler asks ``wantsClientRead`` before passing `read()` on
-/// (false while connecting, while the backend's channel is not writable, and from the request's
-/// end to the response's end), and ``UpstreamHTTPHandler`` withholds the backend's reads while
-/// the client's channel is not writable.
+/// Backpressure both ways: while a body streams, the entry handler asks ``canTakeBody`` before
+/// passing `read()` on (false while connecting and while the backend's channel is not writable),
+/// and ``UpstreamHTTPHandler`` withholds the backend's reads while the client's channel is not
+/// writable.
 ///
 /// Failures: no connection → `502`; no response head within `READYGATE_HTTP_RESPONSE_TIMEOUT_MS`
 /// of the request's end → `504`; the backend closes before answering → `502`, except that a
@@ -39,6 +39,9 @@ final class HTTPForwarder {
     private let logger: Logger
     private let responseTimeout: TimeAmount
     private let clientAddress: String?
+    /// `X-Forwarded-For` and `Forwarded` of this client, computed once per connection.
+    private let forwardedFor: String
+    private let forwardedElement: String
 
     private var state = State.idle
     private var upstream: UpstreamHTTPHandler?
@@ -69,15 +72,16 @@ final class HTTPForwarder {
         self.logger = environment.logger
         self.responseTimeout = .milliseconds(Int64(environment.settings.httpResponseTimeoutMs))
         self.clientAddress = context.channel.remoteAddress?.ipAddress
+        (forwardedFor, forwardedElement) = ForwardedMessage.forwardedIdentity(clientAddress: clientAddress)
     }
 
-    /// Whether the entry handler may read more of the client: only while a request body streams
-    /// into a writable backend channel, or when no request is in flight.
-    var wantsClientRead: Bool {
+    /// Whether more of the request body may be read from the client: not while connecting, and
+    /// only while the backend channel is writable.
+    var canTakeBody: Bool {
         switch state {
         case .idle: true
         case .connecting, .closed: false
-        case .exchanging: !requestEnded && (upstream?.isWritable ?? false)
+        case .exchanging: upstream?.isWritable ?? false
         }
     }
 
@@ -89,7 +93,8 @@ final class HTTPForwarder {
     ///
     /// - Parameter keepAlive: whether the client's connection may carry a next request.
     func start(_ head: HTTPRequestHead, keepAlive: Bool) {
-        precondition(isIdle, "a plain request started while another is in flight")
+        assert(isIdle, "a plain request started while another is in flight")
+        if !isIdle { abandonUpstream() }
         requestMethod = head.method
         requestVersion = head.version
         clientKeepAlive = keepAlive
@@ -100,7 +105,11 @@ final class HTTPForwarder {
         upstreamKeepAlive = false
         closeDelimited = false
         lastUpstreamError = nil
-        upstreamHead = ForwardedMessage.upstreamRequestHead(head, clientAddress: clientAddress)
+        upstreamHead = ForwardedMessage.upstreamRequestHead(
+            head,
+            forwardedFor: forwardedFor,
+            forwardedElement: forwardedElement
+        )
         if ForwardedMessage.expectsContinue(head) {
             context.writeAndFlush(
                 NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))),

@@ -13,7 +13,8 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler {
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
-    private unowned let pool: UpstreamPool
+    /// Weak: a connection closing after its proxy (and so its pool) went away has no pool to leave.
+    private weak var pool: UpstreamPool?
     private var context: ChannelHandlerContext?
     /// The exchange this connection serves; nil while idle in the pool.
     private(set) var forwarder: HTTPForwarder?
@@ -97,7 +98,7 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler {
             self.forwarder = nil
             forwarder.upstreamInactive(self)
         } else {
-            pool.remove(self)
+            pool?.remove(self)
         }
         context.fireChannelInactive()
     }

@@ -7,10 +7,9 @@ import ReadyGateCore
 /// a WebSocket upgrade is validated (RFC 6455 §4.2.1) and handed to a ``WebSocketSession``;
 /// any other request is streamed to the backend by the connection's ``HTTPForwarder``.
 ///
-/// One plain request is in flight at a time: from its end until its response has ended, `read()`
-/// is not passed on, and parts of requests the client pipelined in the same read wait in
-/// `queued`, to be taken in order when the response is complete. So a connection can carry
-/// plain requests and then an upgrade.
+/// One plain request is in flight at a time: parts of requests the client pipelined behind it wait
+/// in `queued` (and `read()` is not passed on while any wait), to be taken in order when its
+/// response is complete. So a connection can carry plain requests and then an upgrade.
 final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -119,11 +118,25 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if case .forwarding = state, let forwarder, !forwarder.wantsClientRead {
+        guard mayRead else {
             pendingRead = true
             return
         }
         context.read()
+    }
+
+    /// Whether `read()` may go on. While a body streams: only into a connected, writable backend
+    /// channel. After the request's end: until a pipelined request arrives, as NIO's
+    /// `HTTPServerPipelineHandler` does; then no more until the response is complete, so at most one
+    /// read batch waits in `queued`. (Withholding the read at every request's end instead would cost
+    /// two `epoll_ctl` calls per request, and would not notice a client that leaves.)
+    private var mayRead: Bool {
+        if draining { return false }
+        switch state {
+        case .forwarding(requestEnded: false): return forwarder?.canTakeBody ?? true
+        case .forwarding(requestEnded: true): return queued.isEmpty
+        case .idle, .upgradeRequested, .upgrading, .done: return true
+        }
     }
 
     // MARK: Plain requests
@@ -156,7 +169,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The forwarder can take more of the request body (a backend connection is attached, or its
     /// channel became writable again).
     func forwarderMayRead() {
-        guard pendingRead, !draining, let context, let forwarder, forwarder.wantsClientRead else { return }
+        guard pendingRead, mayRead, let context else { return }
         pendingRead = false
         context.read()
     }
@@ -181,7 +194,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        if pendingRead, forwarder?.wantsClientRead ?? true {
+        if pendingRead, mayRead {
             pendingRead = false
             context.read()
         }
@@ -205,6 +218,11 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        // Most requests carry no `Upgrade`: they skip the conversion to Core's header list.
+        guard head.headers.contains(name: "upgrade") else {
+            startForwarding(head, context: context)
+            return
+        }
         let headers = HTTPHeaderList(head.headers)
         guard WebSocketHandshake.isWebSocketUpgrade(headers) else {
             startForwarding(head, context: context)
