@@ -189,6 +189,18 @@ struct EmbeddedHTTPForwarderTests {
         #expect(!harness.client.isActive, "then the connection closes")
     }
 
+    @Test("a closed client connection frees its entry handler and forwarder (no retain cycle)")
+    func noLeak() throws {
+        let harness = try ForwardHarness()
+        weak let entry = try harness.client.pipeline.syncOperations.handler(type: HTTPEntryHandler.self)
+        try harness.send(Self.get)
+        try harness.answer(0, ForwardHarness.head(.ok, [("Content-Length", "0")]), .end(nil))
+        #expect(entry != nil)
+        try harness.client.close().wait()
+        harness.loop.run()
+        #expect(entry == nil)
+    }
+
     @Test("the backend is not read while the client cannot take more")
     func clientBackpressure() throws {
         let harness = try ForwardHarness()

@@ -48,7 +48,9 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        // The forwarder holds this handler's context, which holds this handler: let go of both.
         self.context = nil
+        forwarder = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
