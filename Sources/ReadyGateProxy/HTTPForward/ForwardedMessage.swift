@@ -8,10 +8,13 @@ import ReadyGateCore
 enum ForwardedMessage {
     /// Why a request cannot be forwarded safely (answered `400`), or nil.
     ///
-    /// llhttp already refuses `Content-Length` beside `Transfer-Encoding`, two `Content-Length`
-    /// fields and a `Transfer-Encoding` whose last coding is not `chunked`; this repeats the checks
-    /// on the decoded head so that no smuggling defence depends on parser flags alone
-    /// (RFC 9112 §6.1, §6.3).
+    /// NIO's llhttp (2.101.3) already fails the parse, so the request is answered `400` before it
+    /// gets here, for `Content-Length` beside `Transfer-Encoding` (either order), two
+    /// `Content-Length` fields or a list in one, a negative `Content-Length` and a
+    /// `Transfer-Encoding` whose last coding is not `chunked` (`EmbeddedHTTPForwarderTests`
+    /// checks each). It accepts `Transfer-Encoding: chunked` in an HTTP/1.0 request, which is
+    /// refused here (RFC 9112 §6.1); the other checks are repeated on the decoded head so that no
+    /// smuggling defence depends on parser flags alone (RFC 9112 §6.1, §6.3).
     static func framingProblem(_ head: HTTPRequestHead) -> String? {
         let hasTransferEncoding = head.headers.contains(name: "transfer-encoding")
         guard hasTransferEncoding || head.headers.contains(name: "content-length") else { return nil }

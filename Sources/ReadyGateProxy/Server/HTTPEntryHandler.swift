@@ -268,9 +268,10 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if case .forwarding = state {
-            // The client left mid-body (the decoder's EOF error; the forwarder logs it), or a broken
-            // request body or one pipelined behind it: the exchange cannot finish cleanly.
-            if (error as? HTTPParserError) != .invalidEOFState {
+            // A broken request body or one pipelined behind it, the client leaving mid-body (the
+            // decoder's EOF error) or a socket error: the exchange cannot finish cleanly. The
+            // forwarder logs the client's leaving; a parse error is logged here.
+            if let parserError = error as? HTTPParserError, parserError != .invalidEOFState {
                 environment.logger.warning(
                     "bad_request",
                     metadata: [
