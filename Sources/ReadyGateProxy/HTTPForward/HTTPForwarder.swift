@@ -117,7 +117,8 @@ final class HTTPForwarder {
             )
         }
         if let connection = pool.takeIdle() {
-            attach(connection, reused: true)
+            // Within the client's read: its read-complete flushes the head with what follows it.
+            attach(connection, reused: true, flush: false)
         } else {
             connectFresh()
         }
@@ -268,7 +269,7 @@ final class HTTPForwarder {
                     connection.close()
                     return
                 }
-                attach(connection, reused: false)
+                attach(connection, reused: false, flush: true)
             case .failure(let error):
                 guard thisAttempt == attempt, case .connecting = state else { return }
                 fail(.badGateway, event: "http_upstream_unreachable", reason: "\(error)")
@@ -276,7 +277,7 @@ final class HTTPForwarder {
         }
     }
 
-    private func attach(_ connection: UpstreamHTTPHandler, reused: Bool) {
+    private func attach(_ connection: UpstreamHTTPHandler, reused: Bool, flush: Bool) {
         guard let upstreamHead else { return }
         state = .exchanging
         upstream = connection
@@ -287,7 +288,7 @@ final class HTTPForwarder {
             if case .body(.byteBuffer(let bytes)) = part, bytes.readableBytes > 0 { bodyWritten = true }
             connection.write(part)
         }
-        connection.flush()
+        if flush { connection.flush() }
         if requestEnded {
             armTimeout()
         } else {
