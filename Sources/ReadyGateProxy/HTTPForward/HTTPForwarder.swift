@@ -16,23 +16,13 @@ import NIOHTTP1
 /// and ``UpstreamHTTPHandler`` withholds the backend's reads while the client's channel is not
 /// writable.
 ///
+/// The decisions are ``HTTPExchangeStateMachine``'s; this class carries them out and logs.
 /// Failures: no connection → `502`; no response head within `READYGATE_HTTP_RESPONSE_TIMEOUT_MS`
 /// of the request's end → `504`; the backend closes before answering → `502`, except that a
 /// reused connection that closes before any response byte, when no body byte was sent, is
 /// retried once on a fresh connection (the backend closed it while idle); the backend closes
 /// mid-response → the client's connection is closed (its head is already out).
 final class HTTPForwarder {
-    private enum State {
-        /// No request.
-        case idle
-        /// Waiting for a backend connection; the request's parts wait in `buffered`.
-        case connecting
-        /// The head is on `upstream`; parts are written as they come.
-        case exchanging
-        /// The exchange failed or the client is closing; later parts are dropped.
-        case closed
-    }
-
     private weak var entry: HTTPEntryHandler?
     private let context: ChannelHandlerContext
     private let pool: UpstreamPool
@@ -43,24 +33,17 @@ final class HTTPForwarder {
     private let forwardedFor: String
     private let forwardedElement: String
 
-    private var state = State.idle
+    /// Every decision: when parts go out, retries, pooling, keep-alive.
+    private var machine = HTTPExchangeStateMachine()
     private var upstream: UpstreamHTTPHandler?
-    /// Bumped on every connect and on every exchange's end: a connect that completes for an
-    /// older one is closed.
-    private var attempt = 0
     // The exchange in flight. Plain fields, reset by `start`, so a request allocates nothing here.
     private var upstreamHead: HTTPRequestHead?
+    /// Request parts read before the backend connection was there.
     private var buffered = CircularBuffer<HTTPClientRequestPart>(initialCapacity: 4)
+    private var bufferedBodyBytes = 0
     private var requestMethod = HTTPMethod.GET
     private var requestVersion = HTTPVersion.http1_1
     private var clientKeepAlive = false
-    private var requestEnded = false
-    private var bodyWritten = false
-    private var reusedUpstream = false
-    private var retried = false
-    private var responseStarted = false
-    private var upstreamKeepAlive = false
-    private var closeDelimited = false
     private var clientNeedsFlush = false
     private var timeout: Scheduled<Void>?
     private var lastUpstreamError: (any Error)?
@@ -77,13 +60,7 @@ final class HTTPForwarder {
 
     /// Whether more of the request body may be read from the client: not while connecting, and
     /// only while the backend channel is writable.
-    var canTakeBody: Bool {
-        switch state {
-        case .idle: true
-        case .connecting, .closed: false
-        case .exchanging: upstream?.isWritable ?? false
-        }
-    }
+    var canTakeBody: Bool { machine.canTakeBody(upstreamWritable: upstream?.isWritable ?? false) }
 
     var clientIsWritable: Bool { context.channel.isWritable }
 
@@ -93,23 +70,18 @@ final class HTTPForwarder {
     ///
     /// - Parameter keepAlive: whether the client's connection may carry a next request.
     func start(_ head: HTTPRequestHead, keepAlive: Bool) {
-        assert(isIdle, "a plain request started while another is in flight")
-        if !isIdle { abandonUpstream() }
+        assert(machine.state == .idle, "a plain request started while another is in flight")
+        if machine.state != .idle { abandonUpstream() }
         requestMethod = head.method
         requestVersion = head.version
         clientKeepAlive = keepAlive
-        requestEnded = false
-        bodyWritten = false
-        retried = false
-        responseStarted = false
-        upstreamKeepAlive = false
-        closeDelimited = false
         lastUpstreamError = nil
         upstreamHead = ForwardedMessage.upstreamRequestHead(
             head,
             forwardedFor: forwardedFor,
             forwardedElement: forwardedElement
         )
+        machine.requestStarted(clientKeepAlive: keepAlive)
         if ForwardedMessage.expectsContinue(head) {
             context.writeAndFlush(
                 NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))),
@@ -118,34 +90,33 @@ final class HTTPForwarder {
         }
         if let connection = pool.takeIdle() {
             // Within the client's read: its read-complete flushes the head with what follows it.
-            attach(connection, reused: true, flush: false)
+            connected(connection, attempt: nil, reused: true)
         } else {
-            connectFresh()
+            connectFresh(attempt: machine.connectStarted())
         }
-    }
-
-    var isIdle: Bool {
-        if case .idle = state { return true }
-        return false
     }
 
     /// A body part or the end of the request in flight.
     func clientPart(_ part: HTTPServerRequestPart) {
-        switch (state, part) {
-        case (.exchanging, .body(let bytes)):
-            if bytes.readableBytes > 0 { bodyWritten = true }
-            upstream?.write(.body(.byteBuffer(bytes)))
-        case (.exchanging, .end(let trailers)):
-            requestEnded = true
-            upstream?.write(.end(trailers))
-            upstream?.flush()
-            armTimeout()
-        case (.connecting, .body(let bytes)):
-            buffered.append(.body(.byteBuffer(bytes)))
-        case (.connecting, .end(let trailers)):
-            requestEnded = true
-            buffered.append(.end(trailers))
-        case (.idle, _), (.closed, _), (_, .head):
+        switch part {
+        case .body(let bytes):
+            switch machine.requestBody(byteCount: bytes.readableBytes) {
+            case .write: upstream?.write(.body(.byteBuffer(bytes)))
+            case .buffer:
+                bufferedBodyBytes += bytes.readableBytes
+                buffered.append(.body(.byteBuffer(bytes)))
+            case .drop: break
+            }
+        case .end(let trailers):
+            switch machine.requestEnd() {
+            case .write:
+                upstream?.write(.end(trailers))
+                upstream?.flush()
+                armTimeout()
+            case .buffer: buffered.append(.end(trailers))
+            case .drop: break
+            }
+        case .head:
             break
         }
     }
@@ -160,50 +131,51 @@ final class HTTPForwarder {
 
     /// The client's connection closed: the backend connection cannot be reused mid-exchange.
     func clientInactive() {
-        switch state {
-        case .connecting, .exchanging:
-            logger.info(
-                "http_client_gone",
-                metadata: [
-                    "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")",
-                    "response_started": "\(responseStarted)", "client": "\(clientAddress ?? "-")",
-                ]
-            )
-            abandonUpstream()
-        case .idle, .closed:
-            break
-        }
-        state = .closed
+        let responseStarted = machine.responseStarted
+        guard machine.clientGone() else { return }
+        logger.info(
+            "http_client_gone",
+            metadata: [
+                "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")",
+                "response_started": "\(responseStarted)", "client": "\(clientAddress ?? "-")",
+            ]
+        )
+        abandonUpstream()
     }
 
     // MARK: Backend side (called by the upstream handler)
 
     func upstreamRead(_ part: HTTPClientResponsePart) {
-        guard case .exchanging = state else { return }
         switch part {
         case .head(let head):
-            if head.status == .switchingProtocols {
-                fail(.badGateway, event: "http_upstream_bad_response", reason: "101 to a request without Upgrade")
-                return
-            }
-            responseStarted = true
-            timeout?.cancel()
-            timeout = nil
-            upstreamKeepAlive = head.isKeepAlive
             let answer = ForwardedMessage.clientResponseHead(
                 head,
                 requestMethod: requestMethod,
                 requestVersion: requestVersion,
                 keepAlive: clientKeepAlive
             )
-            closeDelimited = answer.closeDelimited
-            context.write(NIOAny(HTTPServerResponsePart.head(answer.head)), promise: nil)
-            clientNeedsFlush = true
+            switch machine.responseHead(
+                upstreamKeepAlive: head.isKeepAlive,
+                isSwitchingProtocols: head.status == .switchingProtocols,
+                closeDelimited: answer.closeDelimited
+            ) {
+            case .relay:
+                cancelTimeout()
+                context.write(NIOAny(HTTPServerResponsePart.head(answer.head)), promise: nil)
+                clientNeedsFlush = true
+            case .fail(let failure):
+                fail(failure, reason: "101 to a request without Upgrade")
+            case .ignore:
+                break
+            }
         case .body(let bytes):
+            guard machine.state == .exchanging else { return }
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(bytes))), promise: nil)
             clientNeedsFlush = true
         case .end(let trailers):
-            finish(trailers: trailers)
+            if case .finish(let poolConnection, let keepClient) = machine.responseEnd() {
+                finish(trailers: trailers, poolConnection: poolConnection, keepClient: keepClient)
+            }
         }
     }
 
@@ -223,73 +195,62 @@ final class HTTPForwarder {
 
     /// The backend connection closed while serving this exchange.
     func upstreamInactive(_ connection: UpstreamHTTPHandler) {
-        guard case .exchanging = state, connection === upstream else { return }
+        guard connection === upstream else { return }
         upstream = nil
-        if responseStarted {
+        let error = lastUpstreamError.map { "\($0)" }
+        switch machine.upstreamClosed() {
+        case .closeClient:
             logger.warning(
                 "http_upstream_closed_mid_response",
                 metadata: [
                     "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")",
-                    "error": "\(lastUpstreamError.map { "\($0)" } ?? "closed")",
-                    "client": "\(clientAddress ?? "-")",
+                    "error": "\(error ?? "closed")", "client": "\(clientAddress ?? "-")",
                 ]
             )
             cancelTimeout()
-            state = .closed
             context.close(promise: nil)
-            return
-        }
-        if reusedUpstream && !bodyWritten && !retried {
-            // The backend closed the idle connection as it was being reused: nothing of this
-            // request reached it, so it is sent again on a fresh connection (RFC 9112 §9.3.1).
-            retried = true
+        case .retry(let attempt, let resendEnd):
             cancelTimeout()
             logger.debug("http_upstream_stale_retry", metadata: ["path": "\(upstreamHead?.uri ?? "-")"])
-            if requestEnded { buffered.append(.end(nil)) }
-            connectFresh()
-            return
+            if resendEnd { buffered.append(.end(nil)) }
+            connectFresh(attempt: attempt)
+        case .fail(let failure):
+            fail(failure, reason: "backend closed the connection before answering: \(error ?? "EOF")")
+        case .ignore:
+            break
         }
-        fail(
-            .badGateway,
-            event: "http_upstream_closed",
-            reason: "backend closed the connection before answering: \(lastUpstreamError.map { "\($0)" } ?? "EOF")"
-        )
     }
 
     // MARK: Steps
 
-    private func connectFresh() {
-        state = .connecting
-        attempt += 1
-        let thisAttempt = attempt
+    private func connectFresh(attempt: Int) {
         pool.connect().assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let connection):
-                guard thisAttempt == attempt, case .connecting = state else {
-                    connection.close()
-                    return
-                }
-                attach(connection, reused: false, flush: true)
+                connected(connection, attempt: attempt, reused: false)
             case .failure(let error):
-                guard thisAttempt == attempt, case .connecting = state else { return }
-                fail(.badGateway, event: "http_upstream_unreachable", reason: "\(error)")
+                if let failure = machine.connectFailed(attempt: attempt) { fail(failure, reason: "\(error)") }
             }
         }
     }
 
-    private func attach(_ connection: UpstreamHTTPHandler, reused: Bool, flush: Bool) {
-        guard let upstreamHead else { return }
-        state = .exchanging
+    /// A backend connection for the exchange: the head and the buffered parts go out, or, for an
+    /// abandoned attempt, it is closed.
+    private func connected(_ connection: UpstreamHTTPHandler, attempt: Int?, reused: Bool) {
+        let action = machine.connected(attempt: attempt, reused: reused, bufferedBodyBytes: bufferedBodyBytes)
+        guard case .sendRequest(let armsTimeout) = action, let upstreamHead else {
+            connection.close()
+            return
+        }
+        bufferedBodyBytes = 0
         upstream = connection
-        reusedUpstream = reused
         connection.attach(self)
         connection.write(.head(upstreamHead))
-        while let part = buffered.popFirst() {
-            if case .body(.byteBuffer(let bytes)) = part, bytes.readableBytes > 0 { bodyWritten = true }
-            connection.write(part)
-        }
-        if flush { connection.flush() }
-        if requestEnded {
+        while let part = buffered.popFirst() { connection.write(part) }
+        // From a pool, within the client's read: its read-complete flushes the head with what
+        // follows it. A fresh connection comes later, on its own.
+        if !reused { connection.flush() }
+        if armsTimeout {
             armTimeout()
         } else {
             entry?.forwarderMayRead()
@@ -297,13 +258,15 @@ final class HTTPForwarder {
     }
 
     private func armTimeout() {
-        guard timeout == nil, !responseStarted else { return }
+        guard timeout == nil else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let attemptAtArming = attempt
+        let attempt = machine.attempt
         timeout = context.eventLoop.scheduleTask(in: responseTimeout) {
             let forwarder = bound.value
-            guard forwarder.attempt == attemptAtArming else { return }
-            forwarder.responseTimedOut()
+            forwarder.timeout = nil
+            if let failure = forwarder.machine.timedOut(attempt: attempt) {
+                forwarder.fail(failure, reason: "no response head in time")
+            }
         }
     }
 
@@ -312,52 +275,41 @@ final class HTTPForwarder {
         timeout = nil
     }
 
-    private func responseTimedOut() {
-        timeout = nil
-        guard case .exchanging = state, !responseStarted else { return }
-        fail(.gatewayTimeout, event: "http_upstream_timeout", reason: "no response head in time")
-    }
-
-    /// The response is complete: the backend connection goes back to the pool when both sides
-    /// allow it, and the client's connection takes its next request or closes.
-    private func finish(trailers: HTTPHeaders?) {
+    /// The response is complete: the backend connection goes back to the pool or is closed, and
+    /// the client's connection takes its next request or closes.
+    private func finish(trailers: HTTPHeaders?, poolConnection: Bool, keepClient: Bool) {
         cancelTimeout()
-        attempt += 1
         if let connection = upstream {
             upstream = nil
             connection.detach()
-            if upstreamKeepAlive && requestEnded {
+            if poolConnection {
                 pool.release(connection)
             } else {
                 connection.close()
             }
         }
-        let keepClient = clientKeepAlive && requestEnded && !closeDelimited
         let written = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(trailers)))
         clientNeedsFlush = false
         buffered.removeAll(keepingCapacity: true)
-        if keepClient {
-            state = .idle
-            entry?.forwardingFinished(keepAlive: true)
-        } else {
-            state = .closed
+        bufferedBodyBytes = 0
+        if !keepClient {
             let context = self.context
             written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-            entry?.forwardingFinished(keepAlive: false)
         }
+        entry?.forwardingFinished(keepAlive: keepClient)
     }
 
     /// Answers the client with an error before any response byte went out, and closes.
-    private func fail(_ status: HTTPResponseStatus, event: Logger.Message, reason: String) {
+    private func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
+        let status = HTTPResponseStatus(statusCode: failure.status)
         logger.warning(
-            event,
+            failure.logEvent,
             metadata: [
                 "status": "\(status.code)", "reason": "\(reason)", "method": "\(requestMethod)",
                 "path": "\(upstreamHead?.uri ?? "-")", "client": "\(clientAddress ?? "-")",
             ]
         )
         abandonUpstream()
-        state = .closed
         let context = self.context
         context.writeHTTPResponse(
             status: status,
@@ -372,11 +324,23 @@ final class HTTPForwarder {
     /// Closes the backend connection of an unfinished exchange (it is never pooled).
     private func abandonUpstream() {
         cancelTimeout()
-        attempt += 1
         buffered.removeAll()
+        bufferedBodyBytes = 0
         if let connection = upstream {
             upstream = nil
             connection.close()
+        }
+    }
+}
+
+extension HTTPExchangeStateMachine.Failure {
+    /// The log event of each failure.
+    var logEvent: Logger.Message {
+        switch self {
+        case .unreachable: "http_upstream_unreachable"
+        case .closedBeforeAnswer: "http_upstream_closed"
+        case .unexpectedSwitch: "http_upstream_bad_response"
+        case .timedOut: "http_upstream_timeout"
         }
     }
 }
