@@ -31,6 +31,10 @@ struct SettingsOptions: ParsableArguments {
     var maxMessageBytes: String?
     @Option(help: "Comma-separated subprotocols ReadyGate may choose (READYGATE_SUBPROTOCOLS).")
     var subprotocols: String?
+    @Option(help: "Idle backend connections kept per event loop for plain HTTP (READYGATE_HTTP_POOL_IDLE_MAX).")
+    var httpPoolIdleMax: String?
+    @Option(help: "Backend connect and response-head timeout for plain HTTP, ms (READYGATE_HTTP_RESPONSE_TIMEOUT_MS).")
+    var httpResponseTimeoutMs: String?
     @Option(help: "Event loops (READYGATE_THREADS; default one per core).")
     var threads: String?
     @Option(help: "json or text (READYGATE_LOG_FORMAT).")
@@ -45,6 +49,7 @@ struct SettingsOptions: ParsableArguments {
             (.readyGate, readyGate), (.readyMessage, readyMessage), (.readyTimeoutAction, readyTimeoutAction),
             (.baseDelayMs, baseDelayMs), (.handshakeTimeoutMs, handshakeTimeoutMs), (.retryCapMs, retryCapMs),
             (.maxBufferBytes, maxBufferBytes), (.maxMessageBytes, maxMessageBytes), (.subprotocols, subprotocols),
+            (.httpPoolIdleMax, httpPoolIdleMax), (.httpResponseTimeoutMs, httpResponseTimeoutMs),
             (.threads, threads), (.logFormat, logFormat), (.logLevel, logLevel),
         ]
         var values: [ReadyGateConfigKey: String] = [:]

@@ -55,6 +55,8 @@ struct SettingsTests {
         #expect(settings.maxMessageBytes == 64 << 20)
         #expect(settings.subprotocols == nil)
         #expect(settings.threads == nil)
+        #expect(settings.httpPoolIdleMax == 64)
+        #expect(settings.httpResponseTimeoutMs == 60_000)
         #expect(settings.logFormat == .json)
         #expect(settings.logLevel == "info")
         #expect(settings == ReadyGateSettings())
@@ -102,6 +104,8 @@ struct SettingsTests {
             "READYGATE_MAX_MESSAGE_BYTES": "4294967296",
             "READYGATE_SUBPROTOCOLS": "chat, superchat ,v2.json",
             "READYGATE_THREADS": "4",
+            "READYGATE_HTTP_POOL_IDLE_MAX": "0",
+            "READYGATE_HTTP_RESPONSE_TIMEOUT_MS": "2500",
             "READYGATE_LOG_FORMAT": "text",
             "READYGATE_LOG_LEVEL": "debug",
         ])
@@ -118,6 +122,8 @@ struct SettingsTests {
         #expect(settings.maxMessageBytes == 1 << 32)
         #expect(settings.subprotocols == ["chat", "superchat", "v2.json"])
         #expect(settings.threads == 4)
+        #expect(settings.httpPoolIdleMax == 0)
+        #expect(settings.httpResponseTimeoutMs == 2500)
         #expect(settings.logFormat == .text)
         #expect(settings.logLevel == "debug")
     }
@@ -306,6 +312,10 @@ struct SettingsTests {
         SettingsErrorCase("READYGATE_THREADS", "0"),
         SettingsErrorCase("READYGATE_THREADS", "257"),
         SettingsErrorCase("READYGATE_THREADS", "many"),
+        SettingsErrorCase("READYGATE_HTTP_POOL_IDLE_MAX", "-1"),
+        SettingsErrorCase("READYGATE_HTTP_POOL_IDLE_MAX", "65537"),
+        SettingsErrorCase("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", "0"),
+        SettingsErrorCase("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", "3600001"),
         // Subprotocols.
         SettingsErrorCase("READYGATE_SUBPROTOCOLS", ","),
         SettingsErrorCase("READYGATE_SUBPROTOCOLS", " , , "),

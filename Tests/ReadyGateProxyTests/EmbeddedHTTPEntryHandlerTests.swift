@@ -12,7 +12,8 @@ import Testing
 /// `EmbeddedChannel`: raw request bytes in, raw response bytes out.
 ///
 /// Only requests that do not start a session are exercised here: a valid upgrade starts a
-/// ``WebSocketSession``, whose upstream `ClientBootstrap` needs a real event loop.
+/// ``WebSocketSession``, whose upstream `ClientBootstrap` needs a real event loop. Forwarded plain
+/// requests are in `EmbeddedHTTPForwarderTests`.
 @Suite("HTTPEntryHandler on an EmbeddedChannel")
 struct EmbeddedHTTPEntryHandlerTests {
     static let key = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -188,111 +189,15 @@ struct EmbeddedHTTPEntryHandlerTests {
         #expect(!channel.isActive)
     }
 
-    @Test("a large header section under NIO's limit is an ordinary request")
+    @Test("a large header section under NIO's limit is an ordinary request, forwarded")
     func largeHeaderUnderLimit() throws {
-        let channel = try makeChannel()
-        let request =
+        let harness = try ForwardHarness()
+        try harness.send(
             "GET / HTTP/1.1\r\nHost: example.test\r\nX-Big: \(String(repeating: "a", count: 60 * 1024))\r\n\r\n"
-        try channel.writeInbound(ByteBuffer(string: request))
-        channel.embeddedEventLoop.run()
-
-        #expect(try readResponses(channel).map(\.status) == [501])
-        #expect(channel.isActive)
-        #expect(try channel.finish(acceptAlreadyClosed: true).isClean)
-    }
-
-    // MARK: Plain HTTP
-
-    @Test("a plain GET is answered 501 and the connection kept alive for the next request")
-    func plainGetKeepAlive() throws {
-        let channel = try makeChannel()
-        try channel.writeInbound(ByteBuffer(string: Self.plainGet))
-        channel.embeddedEventLoop.run()
-
-        let first = try readResponses(channel)
-        #expect(first.count == 1)
-        let response = try #require(first.first)
-        #expect(response.status == 501)
-        #expect(response.value("Connection") == "keep-alive")
-        #expect(response.value("Content-Type") == "text/plain; charset=utf-8")
-        #expect(response.body.contains("WebSocket"))
-        #expect(response.contentLengthMatchesBody)
-        #expect(channel.isActive)
-
-        try channel.writeInbound(ByteBuffer(string: "GET /other HTTP/1.1\r\nHost: example.test\r\n\r\n"))
-        channel.embeddedEventLoop.run()
-        #expect(try readResponses(channel).map(\.status) == [501])
-        #expect(channel.isActive)
-        #expect(try channel.finish(acceptAlreadyClosed: true).isClean)
-    }
-
-    @Test("two pipelined plain requests in one read are answered in order")
-    func pipelinedPlainRequests() throws {
-        let channel = try makeChannel()
-        try channel.writeInbound(ByteBuffer(string: Self.plainGet + Self.plainGet))
-        channel.embeddedEventLoop.run()
-
-        let responses = try readResponses(channel)
-        #expect(responses.map(\.status) == [501, 501])
-        #expect(responses.map { $0.value("Connection") } == ["keep-alive", "keep-alive"])
-        #expect(channel.isActive)
-        #expect(try channel.finish(acceptAlreadyClosed: true).isClean)
-    }
-
-    @Test("a plain POST's body is read past, and the next request is answered too")
-    func plainPostWithBody() throws {
-        let channel = try makeChannel()
-        let post = "POST /submit HTTP/1.1\r\nHost: example.test\r\nContent-Length: 11\r\n\r\nhello world"
-        try channel.writeInbound(ByteBuffer(string: post + Self.plainGet))
-        channel.embeddedEventLoop.run()
-
-        #expect(try readResponses(channel).map(\.status) == [501, 501])
-        #expect(channel.isActive)
-        #expect(try channel.finish(acceptAlreadyClosed: true).isClean)
-    }
-
-    @Test(
-        "a plain request that does not ask for keep-alive is answered 501 and closed",
-        arguments: [
-            RequestCase("HTTP/1.0", "GET / HTTP/1.0\r\nHost: example.test\r\n\r\n"),
-            RequestCase("Connection: close", "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n"),
-        ]
-    )
-    func plainRequestWithoutKeepAlive(request: RequestCase) throws {
-        let channel = try makeChannel()
-        try channel.writeInbound(ByteBuffer(string: request.bytes))
-        channel.embeddedEventLoop.run()
-
-        let responses = try readResponses(channel)
-        #expect(responses.map(\.status) == [501])
-        #expect(responses.first?.value("Connection") == "close")
-        #expect(!channel.isActive)
-    }
-
-    /// A request with `Upgrade` and `Connection: Upgrade` that is not a WebSocket upgrade (here h2c):
-    /// NIO's `HTTPRequestDecoder` stops parsing after any upgrade request (it leaves the rest to the
-    /// upgraded protocol), so a keep-alive 501 would leave the next request unanswered. `CONNECT` is
-    /// another such request: llhttp treats it as an upgrade too.
-    @Test("a plain request that asks for another upgrade is not left unanswerable")
-    func plainRequestAskingForOtherUpgrade() throws {
-        let channel = try makeChannel()
-        let h2c =
-            "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-            + "HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
-        try channel.writeInbound(ByteBuffer(string: h2c))
-        channel.embeddedEventLoop.run()
-        let first = try readResponses(channel)
-        #expect(first.map(\.status) == [501])
-
-        // Either the connection is closed, or the next request is answered: never silence.
-        if channel.isActive {
-            try channel.writeInbound(ByteBuffer(string: Self.plainGet))
-            channel.embeddedEventLoop.run()
-            #expect(try readResponses(channel).map(\.status) == [501])
-        } else {
-            #expect(first.first?.value("Connection") == "close")
-        }
-        #expect(try channel.finish(acceptAlreadyClosed: true).isClean)
+        )
+        #expect(harness.upstreams.count == 1)
+        #expect(try harness.clientText().isEmpty)
+        #expect(harness.client.isActive)
     }
 
     // MARK: Helpers

@@ -12,6 +12,12 @@ Routes (any other path behaves like /echo):
   /deny/{status}      reject the upgrade with a full HTTP response: that status, header
                       `x-backend: racy-backend`, body `denied by backend: {status}`.
 
+Plain HTTP routes (for ReadyGate's HTTP forwarding):
+  /http/info          any method: a JSON object with the method, path, request headers, the
+                      peer's port (the proxy's backend connection) and the body's length and
+                      SHA-256 (read as a stream, not buffered).
+  /http/stream/{n}    a streamed (chunked) response of n bytes: b"0123456789" repeated.
+
 After set-up, the text message `__info__` is answered (not echoed) with a JSON object
 describing the session: the subprotocols the peer offered, the one chosen, the path, query
 and request headers.
@@ -31,9 +37,12 @@ import asyncio
 import json
 import os
 
+import hashlib
+
 from starlette.applications import Starlette
-from starlette.responses import Response
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 SETUP_MS = float(os.environ.get("SETUP_MS", "200"))
@@ -142,8 +151,43 @@ async def deny(ws: WebSocket) -> None:
     )
 
 
+async def http_info(request: Request) -> JSONResponse:
+    digest = hashlib.sha256()
+    length = 0
+    async for chunk in request.stream():
+        digest.update(chunk)
+        length += len(chunk)
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.scope["headers"]],
+            "peer_port": request.client.port if request.client else None,
+            "body_length": length,
+            "body_sha256": digest.hexdigest(),
+        }
+    )
+
+
+async def http_stream(request: Request) -> StreamingResponse:
+    total = int(request.path_params["n"])
+
+    async def parts():
+        sent = 0
+        while sent < total:
+            size = min(16384, total - sent)
+            yield (b"0123456789" * (size // 10 + 1))[:size]
+            sent += size
+
+    return StreamingResponse(parts(), media_type="application/octet-stream")
+
+
+HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
 app = Starlette(
     routes=[
+        Route("/http/info", http_info, methods=HTTP_METHODS),
+        Route("/http/stream/{n:int}", http_stream, methods=["GET"]),
         WebSocketRoute("/forbidden", forbidden),
         WebSocketRoute("/deny/{status:int}", deny),
         WebSocketRoute("/close/{code:int}", close_with),

@@ -39,7 +39,7 @@ public enum ProxyHeaders {
     }
 
     /// RFC 7239 §6: IPv6 nodes are quoted and bracketed.
-    static func forwardedNode(_ address: String) -> String {
+    public static func forwardedNode(_ address: String) -> String {
         address.contains(":") ? "\"[\(address)]\"" : address
     }
 

@@ -20,6 +20,8 @@ import Configuration
 /// | `READYGATE_MAX_BUFFER_BYTES` | bytes, 1024…1 GiB | 1 MiB |
 /// | `READYGATE_MAX_MESSAGE_BYTES` | bytes, 125…4 GiB | 64 MiB |
 /// | `READYGATE_SUBPROTOCOLS` | comma-separated tokens | unset |
+/// | `READYGATE_HTTP_POOL_IDLE_MAX` | 0…65536 idle backend connections per event loop | 64 |
+/// | `READYGATE_HTTP_RESPONSE_TIMEOUT_MS` | ms, 1…3600000 | 60000 |
 /// | `READYGATE_THREADS` | 1…256 | one per core |
 /// | `READYGATE_LOG_FORMAT` | json, text | json |
 /// | `READYGATE_LOG_LEVEL` | trace, debug, info, notice, warning, error, critical | info |
@@ -41,6 +43,8 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case maxBufferBytes = "READYGATE_MAX_BUFFER_BYTES"
     case maxMessageBytes = "READYGATE_MAX_MESSAGE_BYTES"
     case subprotocols = "READYGATE_SUBPROTOCOLS"
+    case httpPoolIdleMax = "READYGATE_HTTP_POOL_IDLE_MAX"
+    case httpResponseTimeoutMs = "READYGATE_HTTP_RESPONSE_TIMEOUT_MS"
     case threads = "READYGATE_THREADS"
     case logFormat = "READYGATE_LOG_FORMAT"
     case logLevel = "READYGATE_LOG_LEVEL"
@@ -120,6 +124,12 @@ extension ReadyGateSettings {
             }
             subprotocols = names
         }
+        httpPoolIdleMax = try source.integer(.httpPoolIdleMax, in: 0...65_536, default: httpPoolIdleMax)
+        httpResponseTimeoutMs = try source.integer(
+            .httpResponseTimeoutMs,
+            in: 1...3_600_000,
+            default: httpResponseTimeoutMs
+        )
         if source.value(.threads) != nil {
             threads = try source.integer(.threads, in: 1...256)
         }
@@ -152,6 +162,8 @@ extension ReadyGateSettings {
             ("READYGATE_MAX_BUFFER_BYTES", String(maxBufferBytes)),
             ("READYGATE_MAX_MESSAGE_BYTES", String(maxMessageBytes)),
             ("READYGATE_SUBPROTOCOLS", subprotocols?.joined(separator: ",") ?? "(unset)"),
+            ("READYGATE_HTTP_POOL_IDLE_MAX", String(httpPoolIdleMax)),
+            ("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", String(httpResponseTimeoutMs)),
             ("READYGATE_THREADS", threads.map(String.init) ?? "(one per core)"),
             ("READYGATE_LOG_FORMAT", logFormat.rawValue),
             ("READYGATE_LOG_LEVEL", logLevel),

@@ -127,6 +127,12 @@ public struct ReadyGateSettings: Sendable, Equatable {
     public var maxMessageBytes = 64 << 20
     /// Subprotocols ReadyGate may choose in `immediate` mode; nil when unset.
     public var subprotocols: [String]?
+    /// Idle keep-alive connections to the backend kept per event loop for plain HTTP requests;
+    /// 0 closes each after its response.
+    public var httpPoolIdleMax = 64
+    /// How long a plain HTTP request waits for the backend: to connect, and from the end of the
+    /// request to the response head (`504` after it).
+    public var httpResponseTimeoutMs = 60_000
     /// Event loops; nil means one per core.
     public var threads: Int?
     public var logFormat: LogFormat = .json

@@ -3,17 +3,22 @@ import NIOCore
 import NIOHTTP1
 import ReadyGateCore
 
-/// The first handler of every HTTP/1.1 connection. It reads a request head and decides:
+/// The first handler of every HTTP/1.1 connection. It reads a request head and routes it:
 /// a WebSocket upgrade is validated (RFC 6455 §4.2.1) and handed to a ``WebSocketSession``;
-/// anything else is answered `501` until plain-HTTP forwarding exists.
-final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// any other request is streamed to the backend by the connection's ``HTTPForwarder``.
+///
+/// One plain request is in flight at a time: parts of requests the client pipelined behind it wait
+/// in `queued` (and `read()` is not passed on while any wait), to be taken in order when its
+/// response is complete. So a connection can carry plain requests and then an upgrade.
+final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private enum State {
         case idle
-        /// A non-upgrade request: answer at its end.
-        case plainRequest(HTTPRequestHead)
+        /// A plain request streams to the backend; `requestEnded` once its end was passed on.
+        case forwarding(requestEnded: Bool)
         /// A valid upgrade request: the session starts at its end.
         case upgradeRequested(HTTPRequestHead, HTTPHeaderList, ClientUpgradeRequest)
         /// The session owns the connection now.
@@ -23,27 +28,49 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let environment: ProxyEnvironment
     private var state = State.idle
+    private var context: ChannelHandlerContext?
+    /// Created for the first plain request, reused for the next ones.
+    private var forwarder: HTTPForwarder?
+    /// Parts of pipelined requests read while a plain request was in flight.
+    private var queued = CircularBuffer<HTTPServerRequestPart>(initialCapacity: 0)
+    private var pendingRead = false
+    /// The client half-closed: answer what it sent, then close.
+    private var inputClosed = false
+    /// Taking queued pipelined parts: no read until they are all routed.
+    private var draining = false
 
     init(environment: ProxyEnvironment) {
         self.environment = environment
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The forwarder holds this handler's context, which holds this handler: let go of both.
+        self.context = nil
+        forwarder = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        if case .forwarding(requestEnded: true) = state {
+            queued.append(part)
+            return
+        }
+        route(part, context: context)
+    }
+
+    private func route(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let head)):
             receivedHead(head, context: context)
-        case (.plainRequest(let head), .end):
-            state = .done
-            // NIO's decoder stops parsing after any upgrade request (and CONNECT): such a connection
-            // cannot carry a next request, so it is closed.
-            let canContinue = head.isKeepAlive && !head.headers.contains(name: "upgrade") && head.method != .CONNECT
-            respond(
-                context: context,
-                status: .notImplemented,
-                body: "ReadyGate does not forward plain HTTP requests yet; only WebSocket upgrades are proxied.\n",
-                keepAlive: canContinue
-            )
+        case (.forwarding(requestEnded: false), .body):
+            forwarder?.clientPart(part)
+        case (.forwarding(requestEnded: false), .end):
+            state = .forwarding(requestEnded: true)
+            forwarder?.clientPart(part)
         case (.upgradeRequested(let head, let headers, let upgrade), .end):
             let session = WebSocketSession(
                 environment: environment,
@@ -54,17 +81,153 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
             )
             state = .upgrading(session)
             session.start()
-        case (.upgrading, .end), (.plainRequest, .body), (.upgrading, .body), (.upgradeRequested, .body), (.done, _):
+        case (.upgrading, .end), (.upgrading, .body), (.upgradeRequested, .body), (.done, _):
             break
-        case (.idle, _), (.plainRequest, .head), (.upgrading, .head), (.upgradeRequested, .head):
+        case (.idle, _), (.forwarding, _), (.upgrading, .head), (.upgradeRequested, .head):
             break
         }
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .forwarding = state { forwarder?.clientReadComplete() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        forwarder?.clientWritabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// The client's half-close (remote half-closure is allowed on the listener). A request whose
+    /// body was cut off can never complete: the exchange is abandoned. Otherwise the requests already
+    /// read are answered, and the connection closes when none is left.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            switch state {
+            case .idle:
+                context.close(promise: nil)
+            case .forwarding(requestEnded: false):
+                state = .done
+                forwarder?.clientInactive()
+                context.close(promise: nil)
+            case .forwarding(requestEnded: true):
+                inputClosed = true
+            case .upgradeRequested, .upgrading, .done:
+                break
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard mayRead else {
+            pendingRead = true
+            return
+        }
+        context.read()
+    }
+
+    /// Whether `read()` may go on. While a body streams: only into a connected, writable backend
+    /// channel. After the request's end: until a pipelined request arrives, as NIO's
+    /// `HTTPServerPipelineHandler` does; then no more until the response is complete, so at most one
+    /// read batch waits in `queued`. (Withholding the read at every request's end instead would cost
+    /// two `epoll_ctl` calls per request, and would not notice a client that leaves.)
+    private var mayRead: Bool {
+        if draining { return false }
+        switch state {
+        case .forwarding(requestEnded: false): return forwarder?.canTakeBody ?? true
+        case .forwarding(requestEnded: true): return queued.isEmpty
+        case .idle, .upgradeRequested, .upgrading, .done: return true
+        }
+    }
+
+    // MARK: Plain requests
+
+    private func startForwarding(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if let problem = ForwardedMessage.framingProblem(head) {
+            reject(head, status: .badRequest, reason: problem, context: context)
+            return
+        }
+        if head.method == .CONNECT {
+            reject(head, status: .notImplemented, reason: "CONNECT is not supported", context: context)
+            return
+        }
+        // NIO's decoder stops parsing after any upgrade request: such a connection cannot carry a
+        // next request, so it is closed after the response.
+        let keepAlive = head.isKeepAlive && !head.headers.contains(name: "upgrade")
+        let forwarder =
+            self.forwarder
+            ?? HTTPForwarder(
+                entry: self,
+                context: context,
+                pool: environment.httpPools.pool(for: context.eventLoop, settings: environment.settings),
+                environment: environment
+            )
+        self.forwarder = forwarder
+        state = .forwarding(requestEnded: false)
+        forwarder.start(head, keepAlive: keepAlive)
+    }
+
+    /// The forwarder can take more of the request body (a backend connection is attached, or its
+    /// channel became writable again).
+    func forwarderMayRead() {
+        guard pendingRead, mayRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    /// The exchange is over. Kept alive: the requests the client pipelined meanwhile are taken in
+    /// order, and reading resumes. Otherwise the forwarder is closing the connection.
+    func forwardingFinished(keepAlive: Bool) {
+        guard keepAlive, let context else {
+            state = .done
+            queued.removeAll()
+            return
+        }
+        state = .idle
+        draining = true
+        while let part = queued.popFirst() {
+            route(part, context: context)
+            if case .forwarding(requestEnded: true) = state { break }
+        }
+        draining = false
+        if case .forwarding = state { forwarder?.clientReadComplete() }
+        if inputClosed, case .idle = state {
+            context.close(promise: nil)
+            return
+        }
+        if pendingRead, mayRead {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    private func reject(
+        _ head: HTTPRequestHead,
+        status: HTTPResponseStatus,
+        reason: String,
+        context: ChannelHandlerContext
+    ) {
+        state = .done
+        environment.logger.warning(
+            "bad_request",
+            metadata: [
+                "status": "\(status.code)", "reason": "\(reason)", "method": "\(head.method)", "path": "\(head.uri)",
+                "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+            ]
+        )
+        respond(context: context, status: status, body: reason + "\n", keepAlive: false)
+    }
+
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        // Most requests carry no `Upgrade`: they skip the conversion to Core's header list.
+        guard head.headers.contains(name: "upgrade") else {
+            startForwarding(head, context: context)
+            return
+        }
         let headers = HTTPHeaderList(head.headers)
         guard WebSocketHandshake.isWebSocketUpgrade(headers) else {
-            state = .plainRequest(head)
+            startForwarding(head, context: context)
             return
         }
         switch WebSocketHandshake.validateUpgrade(
@@ -98,10 +261,30 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         if case .upgrading(let session) = state { session.clientInactiveBeforeUpgrade() }
+        forwarder?.clientInactive()
+        queued.removeAll()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if case .forwarding = state {
+            // A broken request body or one pipelined behind it, the client leaving mid-body (the
+            // decoder's EOF error) or a socket error: the exchange cannot finish cleanly. The
+            // forwarder logs the client's leaving; a parse error is logged here.
+            if let parserError = error as? HTTPParserError, parserError != .invalidEOFState {
+                environment.logger.warning(
+                    "bad_request",
+                    metadata: [
+                        "error": "\(error)", "during": "forwarding",
+                        "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+                    ]
+                )
+            }
+            state = .done
+            forwarder?.clientInactive()
+            context.close(promise: nil)
+            return
+        }
         if case .upgrading(let session) = state {
             session.clientInactiveBeforeUpgrade()
             context.close(promise: nil)

@@ -31,6 +31,7 @@ extension ChannelHandlerContext {
     ) -> EventLoopFuture<Void> {
         var headers = headers
         if let contentType { headers.replaceOrAdd(name: "Content-Type", value: contentType) }
+        headers.remove(name: "Transfer-Encoding")
         headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)

@@ -11,6 +11,8 @@ public struct ProxyEnvironment: Sendable {
     public var onSessionEnd: (@Sendable (SessionRecord) -> Void)?
     /// The live sessions, for shutdown.
     public let sessions = SessionRegistry()
+    /// The backend keep-alive pools for plain HTTP, one per event loop.
+    var httpPools = UpstreamPools()
 
     public init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)? = nil) {
         self.settings = settings

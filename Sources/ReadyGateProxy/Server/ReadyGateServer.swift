@@ -46,12 +46,19 @@ public final class ReadyGateServer: Sendable {
     static func configureHTTP1(channel: any Channel, environment: ProxyEnvironment) throws {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
-        try sync.addHandler(HTTPResponseEncoder())
+        // Framing headers are set by whoever writes a response (`writeHTTPResponse`, the 101, and
+        // `ForwardedMessage` for relayed responses), not guessed by the encoder: it cannot tell a
+        // response to HEAD, whose framing headers describe a body that is not sent.
+        var encoder = HTTPResponseEncoder.Configuration()
+        encoder.automaticallySetFramingHeaders = false
+        try sync.addHandler(HTTPResponseEncoder(configuration: encoder))
         try sync.addHandler(HTTPEntryHandler(environment: environment))
     }
 
-    /// Stops accepting; sessions in flight run on. Closing twice is harmless.
+    /// Stops accepting and closes idle pooled backend connections; sessions and HTTP exchanges
+    /// in flight run on. Closing twice is harmless.
     public func close() async throws {
+        environment.httpPools.closeAll()
         do {
             try await channel.close()
         } catch ChannelError.alreadyClosed {

@@ -1,0 +1,349 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Streams plain HTTP/1.1 exchanges of one client connection to the backend, one at a time.
+///
+/// Created by ``HTTPEntryHandler`` for the first request that is not an upgrade, and reused for
+/// every later one on the connection (no per-request object). For each request it takes a
+/// connection from the loop's ``UpstreamPool`` (or opens one), writes the rewritten head
+/// (``ForwardedMessage``), streams the body parts as they are decoded, and streams the
+/// response back. It writes through the entry handler's context, so the response goes out
+/// through the connection's `HTTPResponseEncoder`.
+///
+/// Backpressure both ways: while a body streams, the entry handler asks ``canTakeBody`` before
+/// passing `read()` on (false while connecting and while the backend's channel is not writable),
+/// and ``UpstreamHTTPHandler`` withholds the backend's reads while the client's channel is not
+/// writable.
+///
+/// The decisions are ``HTTPExchangeStateMachine``'s; this class carries them out and logs.
+/// Failures: no connection → `502`; no response head within `READYGATE_HTTP_RESPONSE_TIMEOUT_MS`
+/// of the request's end → `504`; the backend closes before answering → `502`, except that a
+/// reused connection that closes before any response byte, when no body byte was sent, is
+/// retried once on a fresh connection (the backend closed it while idle); the backend closes
+/// mid-response → the client's connection is closed (its head is already out).
+final class HTTPForwarder {
+    private weak var entry: HTTPEntryHandler?
+    private let context: ChannelHandlerContext
+    private let pool: UpstreamPool
+    private let logger: Logger
+    private let responseTimeout: TimeAmount
+    private let clientAddress: String?
+    /// `X-Forwarded-For` and `Forwarded` of this client, computed once per connection.
+    private let forwardedFor: String
+    private let forwardedElement: String
+
+    /// Every decision: when parts go out, retries, pooling, keep-alive.
+    private var machine = HTTPExchangeStateMachine()
+    private var upstream: UpstreamHTTPHandler?
+    // The exchange in flight. Plain fields, reset by `start`, so a request allocates nothing here.
+    private var upstreamHead: HTTPRequestHead?
+    /// Request parts read before the backend connection was there.
+    private var buffered = CircularBuffer<HTTPClientRequestPart>(initialCapacity: 4)
+    private var bufferedBodyBytes = 0
+    private var requestMethod = HTTPMethod.GET
+    private var requestVersion = HTTPVersion.http1_1
+    private var clientKeepAlive = false
+    private var clientNeedsFlush = false
+    private var timeout: Scheduled<Void>?
+    private var lastUpstreamError: (any Error)?
+
+    init(entry: HTTPEntryHandler, context: ChannelHandlerContext, pool: UpstreamPool, environment: ProxyEnvironment) {
+        self.entry = entry
+        self.context = context
+        self.pool = pool
+        self.logger = environment.logger
+        self.responseTimeout = .milliseconds(Int64(environment.settings.httpResponseTimeoutMs))
+        self.clientAddress = context.channel.remoteAddress?.ipAddress
+        (forwardedFor, forwardedElement) = ForwardedMessage.forwardedIdentity(clientAddress: clientAddress)
+    }
+
+    /// Whether more of the request body may be read from the client: not while connecting, and
+    /// only while the backend channel is writable.
+    var canTakeBody: Bool { machine.canTakeBody(upstreamWritable: upstream?.isWritable ?? false) }
+
+    var clientIsWritable: Bool { context.channel.isWritable }
+
+    // MARK: Client side (called by the entry handler)
+
+    /// A request head that is not an upgrade, its framing already checked.
+    ///
+    /// - Parameter keepAlive: whether the client's connection may carry a next request.
+    func start(_ head: HTTPRequestHead, keepAlive: Bool) {
+        assert(machine.state == .idle, "a plain request started while another is in flight")
+        if machine.state != .idle { abandonUpstream() }
+        requestMethod = head.method
+        requestVersion = head.version
+        clientKeepAlive = keepAlive
+        lastUpstreamError = nil
+        upstreamHead = ForwardedMessage.upstreamRequestHead(
+            head,
+            forwardedFor: forwardedFor,
+            forwardedElement: forwardedElement
+        )
+        machine.requestStarted(clientKeepAlive: keepAlive)
+        if ForwardedMessage.expectsContinue(head) {
+            context.writeAndFlush(
+                NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))),
+                promise: nil
+            )
+        }
+        if let connection = pool.takeIdle() {
+            // Within the client's read: its read-complete flushes the head with what follows it.
+            connected(connection, attempt: nil, reused: true)
+        } else {
+            connectFresh(attempt: machine.connectStarted())
+        }
+    }
+
+    /// A body part or the end of the request in flight.
+    func clientPart(_ part: HTTPServerRequestPart) {
+        switch part {
+        case .body(let bytes):
+            switch machine.requestBody(byteCount: bytes.readableBytes) {
+            case .write: upstream?.write(.body(.byteBuffer(bytes)))
+            case .buffer:
+                bufferedBodyBytes += bytes.readableBytes
+                buffered.append(.body(.byteBuffer(bytes)))
+            case .drop: break
+            }
+        case .end(let trailers):
+            switch machine.requestEnd() {
+            case .write:
+                upstream?.write(.end(trailers))
+                upstream?.flush()
+                armTimeout()
+            case .buffer: buffered.append(.end(trailers))
+            case .drop: break
+            }
+        case .head:
+            break
+        }
+    }
+
+    func clientReadComplete() {
+        upstream?.flush()
+    }
+
+    func clientWritabilityChanged() {
+        if context.channel.isWritable { upstream?.resumeRead() }
+    }
+
+    /// The client's connection closed: the backend connection cannot be reused mid-exchange.
+    func clientInactive() {
+        let responseStarted = machine.responseStarted
+        guard machine.clientGone() else { return }
+        logger.info(
+            "http_client_gone",
+            metadata: [
+                "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")",
+                "response_started": "\(responseStarted)", "client": "\(clientAddress ?? "-")",
+            ]
+        )
+        abandonUpstream()
+    }
+
+    // MARK: Backend side (called by the upstream handler)
+
+    func upstreamRead(_ part: HTTPClientResponsePart) {
+        switch part {
+        case .head(let head):
+            let answer = ForwardedMessage.clientResponseHead(
+                head,
+                requestMethod: requestMethod,
+                requestVersion: requestVersion,
+                keepAlive: clientKeepAlive
+            )
+            switch machine.responseHead(
+                upstreamKeepAlive: head.isKeepAlive,
+                isSwitchingProtocols: head.status == .switchingProtocols,
+                closeDelimited: answer.closeDelimited
+            ) {
+            case .relay:
+                cancelTimeout()
+                context.write(NIOAny(HTTPServerResponsePart.head(answer.head)), promise: nil)
+                clientNeedsFlush = true
+            case .fail(let failure):
+                fail(failure, reason: "101 to a request without Upgrade")
+            case .ignore:
+                break
+            }
+        case .body(let bytes):
+            guard machine.state == .exchanging else { return }
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(bytes))), promise: nil)
+            clientNeedsFlush = true
+        case .end(let trailers):
+            if case .finish(let poolConnection, let keepClient) = machine.responseEnd() {
+                finish(trailers: trailers, poolConnection: poolConnection, keepClient: keepClient)
+            }
+        }
+    }
+
+    func upstreamReadComplete() {
+        guard clientNeedsFlush else { return }
+        clientNeedsFlush = false
+        context.flush()
+    }
+
+    func upstreamWritabilityChanged(_ isWritable: Bool) {
+        if isWritable { entry?.forwarderMayRead() }
+    }
+
+    func upstreamError(_ error: any Error) {
+        lastUpstreamError = error
+    }
+
+    /// The backend connection closed while serving this exchange.
+    func upstreamInactive(_ connection: UpstreamHTTPHandler) {
+        guard connection === upstream else { return }
+        upstream = nil
+        let error = lastUpstreamError.map { "\($0)" }
+        switch machine.upstreamClosed() {
+        case .closeClient:
+            logger.warning(
+                "http_upstream_closed_mid_response",
+                metadata: [
+                    "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")",
+                    "error": "\(error ?? "closed")", "client": "\(clientAddress ?? "-")",
+                ]
+            )
+            cancelTimeout()
+            context.close(promise: nil)
+        case .retry(let attempt, let resendEnd):
+            cancelTimeout()
+            logger.debug("http_upstream_stale_retry", metadata: ["path": "\(upstreamHead?.uri ?? "-")"])
+            if resendEnd { buffered.append(.end(nil)) }
+            connectFresh(attempt: attempt)
+        case .fail(let failure):
+            fail(failure, reason: "backend closed the connection before answering: \(error ?? "EOF")")
+        case .ignore:
+            break
+        }
+    }
+
+    // MARK: Steps
+
+    private func connectFresh(attempt: Int) {
+        pool.connect().assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success(let connection):
+                connected(connection, attempt: attempt, reused: false)
+            case .failure(let error):
+                if let failure = machine.connectFailed(attempt: attempt) { fail(failure, reason: "\(error)") }
+            }
+        }
+    }
+
+    /// A backend connection for the exchange: the head and the buffered parts go out, or, for an
+    /// abandoned attempt, it is closed.
+    private func connected(_ connection: UpstreamHTTPHandler, attempt: Int?, reused: Bool) {
+        let action = machine.connected(attempt: attempt, reused: reused, bufferedBodyBytes: bufferedBodyBytes)
+        guard case .sendRequest(let armsTimeout) = action, let upstreamHead else {
+            connection.close()
+            return
+        }
+        bufferedBodyBytes = 0
+        upstream = connection
+        connection.attach(self)
+        connection.write(.head(upstreamHead))
+        while let part = buffered.popFirst() { connection.write(part) }
+        // From a pool, within the client's read: its read-complete flushes the head with what
+        // follows it. A fresh connection comes later, on its own.
+        if !reused { connection.flush() }
+        if armsTimeout {
+            armTimeout()
+        } else {
+            entry?.forwarderMayRead()
+        }
+    }
+
+    private func armTimeout() {
+        guard timeout == nil else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let attempt = machine.attempt
+        timeout = context.eventLoop.scheduleTask(in: responseTimeout) {
+            let forwarder = bound.value
+            forwarder.timeout = nil
+            if let failure = forwarder.machine.timedOut(attempt: attempt) {
+                forwarder.fail(failure, reason: "no response head in time")
+            }
+        }
+    }
+
+    private func cancelTimeout() {
+        timeout?.cancel()
+        timeout = nil
+    }
+
+    /// The response is complete: the backend connection goes back to the pool or is closed, and
+    /// the client's connection takes its next request or closes.
+    private func finish(trailers: HTTPHeaders?, poolConnection: Bool, keepClient: Bool) {
+        cancelTimeout()
+        if let connection = upstream {
+            upstream = nil
+            connection.detach()
+            if poolConnection {
+                pool.release(connection)
+            } else {
+                connection.close()
+            }
+        }
+        let written = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(trailers)))
+        clientNeedsFlush = false
+        buffered.removeAll(keepingCapacity: true)
+        bufferedBodyBytes = 0
+        if !keepClient {
+            let context = self.context
+            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+        entry?.forwardingFinished(keepAlive: keepClient)
+    }
+
+    /// Answers the client with an error before any response byte went out, and closes.
+    private func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
+        let status = HTTPResponseStatus(statusCode: failure.status)
+        logger.warning(
+            failure.logEvent,
+            metadata: [
+                "status": "\(status.code)", "reason": "\(reason)", "method": "\(requestMethod)",
+                "path": "\(upstreamHead?.uri ?? "-")", "client": "\(clientAddress ?? "-")",
+            ]
+        )
+        abandonUpstream()
+        let context = self.context
+        context.writeHTTPResponse(
+            status: status,
+            body: context.channel.allocator.buffer(string: "\(status.code) \(status.reasonPhrase): \(reason)\n"),
+            contentType: plainTextContentType,
+            keepAlive: false
+        )
+        .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        entry?.forwardingFinished(keepAlive: false)
+    }
+
+    /// Closes the backend connection of an unfinished exchange (it is never pooled).
+    private func abandonUpstream() {
+        cancelTimeout()
+        buffered.removeAll()
+        bufferedBodyBytes = 0
+        if let connection = upstream {
+            upstream = nil
+            connection.close()
+        }
+    }
+}
+
+extension HTTPExchangeStateMachine.Failure {
+    /// The log event of each failure.
+    var logEvent: Logger.Message {
+        switch self {
+        case .unreachable: "http_upstream_unreachable"
+        case .closedBeforeAnswer: "http_upstream_closed"
+        case .unexpectedSwitch: "http_upstream_bad_response"
+        case .timedOut: "http_upstream_timeout"
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTPForwarder: Sendable {}

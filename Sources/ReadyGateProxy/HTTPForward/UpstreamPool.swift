@@ -1,0 +1,182 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ReadyGateCore
+
+/// Keep-alive connections to the backend for plain HTTP requests, one pool per event loop.
+///
+/// A pool belongs to one loop and is only touched there, like the client channels it serves: a
+/// request's client and backend channels share a loop, so the hot path takes no lock. Idle
+/// connections are reused last-in first-out (the warmest socket first), at most `maxIdle` are
+/// kept, and a sweep closes those idle longer than `idleTimeout`.
+final class UpstreamPool {
+    /// Opens a backend channel whose pipeline ends in the given handler.
+    typealias Connector = (any EventLoop, UpstreamHTTPHandler) -> EventLoopFuture<any Channel>
+
+    let eventLoop: any EventLoop
+    let maxIdle: Int
+    let idleTimeout: TimeAmount
+    private let connector: Connector
+    /// Idle connections, the most recently returned last.
+    private var idle: [UpstreamHTTPHandler] = []
+    private var sweep: RepeatedTask?
+
+    init(eventLoop: any EventLoop, maxIdle: Int, idleTimeout: TimeAmount, connector: @escaping Connector) {
+        self.eventLoop = eventLoop
+        self.maxIdle = maxIdle
+        self.idleTimeout = idleTimeout
+        self.connector = connector
+    }
+
+    /// Idle connections right now (tests).
+    var idleCount: Int { idle.count }
+
+    /// The most recently returned idle connection that is still open, or nil.
+    func takeIdle() -> UpstreamHTTPHandler? {
+        while let connection = idle.popLast() {
+            if connection.isActive { return connection }
+        }
+        return nil
+    }
+
+    /// Opens a fresh connection to the backend.
+    func connect() -> EventLoopFuture<UpstreamHTTPHandler> {
+        let handler = UpstreamHTTPHandler(pool: self)
+        return connector(eventLoop, handler).assumeIsolated().map { _ in handler }.nonisolated()
+    }
+
+    /// Takes back a connection whose exchange completed with keep-alive on both sides; closes it
+    /// when the pool is full.
+    func release(_ connection: UpstreamHTTPHandler) {
+        guard connection.isActive, idle.count < maxIdle else {
+            connection.close()
+            return
+        }
+        connection.idleSince = eventLoop.now
+        idle.append(connection)
+        if sweep == nil { startSweep() }
+    }
+
+    /// An idle connection closed (by the backend, or by the sweep).
+    func remove(_ connection: UpstreamHTTPHandler) {
+        if let index = idle.firstIndex(where: { $0 === connection }) { idle.remove(at: index) }
+    }
+
+    /// Closes every idle connection and stops the sweep (shutdown).
+    func closeAll() {
+        sweep?.cancel()
+        sweep = nil
+        let closing = idle
+        idle.removeAll()
+        for connection in closing { connection.close() }
+    }
+
+    /// One repeated task per pool (not a timer per connection): every quarter of the idle timeout
+    /// it closes the connections idle for longer than the timeout, and stops when none are left.
+    private func startSweep() {
+        let interval = TimeAmount.nanoseconds(max(idleTimeout.nanoseconds / 4, 1_000_000))
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        sweep = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
+            bound.value.sweepIdle(task: task)
+        }
+    }
+
+    private func sweepIdle(task: RepeatedTask) {
+        let cutoff = eventLoop.now - idleTimeout
+        let expired = idle.filter { $0.idleSince <= cutoff }
+        if !expired.isEmpty {
+            idle.removeAll { $0.idleSince <= cutoff }
+            for connection in expired { connection.close() }
+        }
+        if idle.isEmpty {
+            task.cancel()
+            sweep = nil
+        }
+    }
+
+    /// The connector `readygate serve` uses: TCP to the configured backend with NIO's HTTP/1.1
+    /// client codec. Framing headers are set by ``ForwardedMessage``, not by the encoder.
+    static func tcpConnector(target: UpstreamTarget, connectTimeout: TimeAmount) -> Connector {
+        { eventLoop, handler in
+            guard let bootstrap = ClientBootstrap(validatingGroup: eventLoop) else {
+                return eventLoop.makeFailedFuture(UpstreamConnectError.unsupportedEventLoop)
+            }
+            let bound = NIOLoopBound(handler, eventLoop: eventLoop)
+            return
+                bootstrap
+                .connectTimeout(connectTimeout)
+                .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let sync = channel.pipeline.syncOperations
+                        var configuration = HTTPRequestEncoder.Configuration()
+                        configuration.automaticallySetFramingHeaders = false
+                        try sync.addHandler(HTTPRequestEncoder(configuration: configuration))
+                        try sync.addHandler(
+                            ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes))
+                        )
+                        try sync.addHandler(bound.value)
+                    }
+                }
+                .connect(host: target.host, port: target.port)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension UpstreamPool: Sendable {}
+
+/// A backend connection could not be opened.
+enum UpstreamConnectError: Error {
+    /// The client's event loop cannot open sockets (an `EmbeddedEventLoop` in tests).
+    case unsupportedEventLoop
+}
+
+/// The per-loop pools of one proxy instance. Looked up once per client connection (the one lock
+/// here); every request after that goes straight to its loop's pool.
+final class UpstreamPools: Sendable {
+    private let pools = NIOLockedValueBox([ObjectIdentifier: NIOLoopBound<UpstreamPool>]())
+    /// Makes each pool's connector from the settings; TCP to `settings.upstream` unless a test
+    /// injects in-memory channels.
+    private let makeConnector: @Sendable (ReadyGateSettings) -> UpstreamPool.Connector
+
+    init(makeConnector: (@Sendable (ReadyGateSettings) -> UpstreamPool.Connector)? = nil) {
+        self.makeConnector =
+            makeConnector ?? { settings in
+                UpstreamPool.tcpConnector(
+                    target: settings.upstream,
+                    connectTimeout: .milliseconds(Int64(settings.httpResponseTimeoutMs))
+                )
+            }
+    }
+
+    /// The pool of `eventLoop`, created on first use. Call on `eventLoop`.
+    func pool(for eventLoop: any EventLoop, settings: ReadyGateSettings) -> UpstreamPool {
+        let key = ObjectIdentifier(eventLoop)
+        let bound = pools.withLockedValue { pools in
+            if let existing = pools[key] { return existing }
+            let pool = UpstreamPool(
+                eventLoop: eventLoop,
+                maxIdle: settings.httpPoolIdleMax,
+                idleTimeout: Self.idleTimeout,
+                connector: makeConnector(settings)
+            )
+            let bound = NIOLoopBound(pool, eventLoop: eventLoop)
+            pools[key] = bound
+            return bound
+        }
+        return bound.value
+    }
+
+    /// Closes every pool's idle connections, each on its own loop.
+    func closeAll() {
+        let all = pools.withLockedValue { Array($0.values) }
+        for bound in all {
+            bound.eventLoop.execute { bound.value.closeAll() }
+        }
+    }
+
+    /// How long an unused backend connection is kept.
+    static let idleTimeout = TimeAmount.seconds(60)
+}
