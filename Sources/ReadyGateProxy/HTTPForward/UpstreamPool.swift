@@ -107,6 +107,7 @@ final class UpstreamPool {
                 bootstrap
                 .connectTimeout(connectTimeout)
                 .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+                .channelOption(ChannelOptions.recvAllocator, value: ChannelTuning.receiveAllocator)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
