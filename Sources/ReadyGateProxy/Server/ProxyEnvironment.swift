@@ -4,19 +4,34 @@ import ReadyGateCore
 
 /// What every connection handler of one proxy instance shares: the settings and the logger.
 /// Immutable and `Sendable`, so it can be handed to every event loop.
+///
+/// Every session and every HTTP connection keeps a copy, so the settings live in one shared box:
+/// a copy is three references, not the settings' two hundred bytes.
 public struct ProxyEnvironment: Sendable {
-    public var settings: ReadyGateSettings
-    public var logger: Logger
+    private final class Shared: Sendable {
+        let settings: ReadyGateSettings
+        let logger: Logger
+        let onSessionEnd: (@Sendable (SessionRecord) -> Void)?
+
+        init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)?) {
+            self.settings = settings
+            self.logger = logger
+            self.onSessionEnd = onSessionEnd
+        }
+    }
+
+    private let shared: Shared
+
+    public var settings: ReadyGateSettings { shared.settings }
+    public var logger: Logger { shared.logger }
     /// Called with each finished session's record (tests, metrics). Runs on the session's event loop.
-    public var onSessionEnd: (@Sendable (SessionRecord) -> Void)?
+    public var onSessionEnd: (@Sendable (SessionRecord) -> Void)? { shared.onSessionEnd }
     /// The live sessions, for shutdown.
     public let sessions = SessionRegistry()
     /// The backend keep-alive pools for plain HTTP, one per event loop.
     var httpPools = UpstreamPools()
 
     public init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)? = nil) {
-        self.settings = settings
-        self.logger = logger
-        self.onSessionEnd = onSessionEnd
+        self.shared = Shared(settings: settings, logger: logger, onSessionEnd: onSessionEnd)
     }
 }
