@@ -28,8 +28,9 @@ final class SpliceHandler: ChannelDuplexHandler {
     private(set) var scanner: WebSocketFrameScanner?
     /// Counters of the scanned direction, kept when the scanner is dropped.
     private(set) var stats = WebSocketTrafficStats()
-    /// Client frames held until READY (client half only).
-    private(set) var hold: ClientFrameHold?
+    /// Client frames held until READY (client half only). Boxed: the hold is a few hundred bytes
+    /// that only matter until READY, and a spliced session keeps just the nil pointer.
+    private var hold: HoldBox?
     /// Ready-message matching on the backend's frames (upstream half, message gate only).
     var readyMatcher: ReadyMessageMatcher?
 
@@ -45,7 +46,7 @@ final class SpliceHandler: ChannelDuplexHandler {
         self.session = session
         self.maxHeldBytes = maxHeldBytes
         if holding {
-            self.hold = ClientFrameHold(scanner: scanner)
+            self.hold = HoldBox(ClientFrameHold(scanner: scanner))
         } else {
             self.scanner = scanner
         }
@@ -57,13 +58,13 @@ final class SpliceHandler: ChannelDuplexHandler {
     }
 
     var isHolding: Bool { hold != nil }
-    var heldBytes: Int { hold?.queuedBytes ?? 0 }
-    var heldFrames: Int { hold?.queuedFrames ?? 0 }
-    var peakHeldBytes: Int { hold?.peakQueuedBytes ?? peakHeldBytesAfterFlush }
+    var heldBytes: Int { hold?.frames.queuedBytes ?? 0 }
+    var heldFrames: Int { hold?.frames.queuedFrames ?? 0 }
+    var peakHeldBytes: Int { hold?.frames.peakQueuedBytes ?? peakHeldBytesAfterFlush }
     private var peakHeldBytesAfterFlush = 0
 
     /// Counters of this half's inbound direction.
-    var trafficStats: WebSocketTrafficStats { hold?.scanner.stats ?? scanner?.stats ?? stats }
+    var trafficStats: WebSocketTrafficStats { hold?.frames.scanner.stats ?? scanner?.stats ?? stats }
 
     // MARK: Channel events
 
@@ -131,14 +132,15 @@ final class SpliceHandler: ChannelDuplexHandler {
     // MARK: Holding (client half, before READY)
 
     private func holdClientBytes(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard let hold else { return }
         var controls: [ClientFrameHold.ControlFrame] = []
         var failure: WebSocketProtocolError?
         do {
-            try hold!.receive(buffer) { controls.append($0) }
+            try hold.frames.receive(buffer) { controls.append($0) }
         } catch {
             failure = error
         }
-        session.clientFramesHeld(frames: hold!.queuedFrames, bytes: hold!.queuedBytes)
+        session.clientFramesHeld(frames: hold.frames.queuedFrames, bytes: hold.frames.queuedBytes)
         for control in controls {
             switch control {
             case .ping(let payload):
@@ -154,20 +156,20 @@ final class SpliceHandler: ChannelDuplexHandler {
             session.clientProtocolError(failure)
             return
         }
-        if hold!.queuedBytes >= maxHeldBytes && !holdIsFull {
+        if hold.frames.queuedBytes >= maxHeldBytes && !holdIsFull {
             holdIsFull = true
-            session.holdReachedBound(bytes: hold!.queuedBytes)
+            session.holdReachedBound(bytes: hold.frames.queuedBytes)
         }
     }
 
     /// READY: writes every held frame to the upstream in order, then relays.
     func flushHeldFrames() {
-        guard var held = hold, let partner else { return }
+        guard let held = hold, let partner else { return }
         hold = nil
-        peakHeldBytesAfterFlush = held.peakQueuedBytes
-        for bytes in held.drain() { partner.partnerWrite(bytes) }
+        peakHeldBytesAfterFlush = held.frames.peakQueuedBytes
+        for bytes in held.frames.drain() { partner.partnerWrite(bytes) }
         partner.partnerFlush()
-        scanner = held.scannerForSplice
+        scanner = held.frames.scannerForSplice
         holdIsFull = false
         if inputClosedWhileHolding {
             inputClosedWhileHolding = false
@@ -181,12 +183,12 @@ final class SpliceHandler: ChannelDuplexHandler {
 
     /// Held frames that will never be delivered (the session ended before READY).
     func dropHold() -> (frames: Int, bytes: Int) {
-        guard var held = hold else { return (0, 0) }
+        guard let held = hold else { return (0, 0) }
         hold = nil
-        peakHeldBytesAfterFlush = held.peakQueuedBytes
-        stats = held.scanner.stats
-        let lost = (held.queuedFrames, held.queuedBytes)
-        _ = held.drain()
+        peakHeldBytesAfterFlush = held.frames.peakQueuedBytes
+        stats = held.frames.scanner.stats
+        let lost = (held.frames.queuedFrames, held.frames.queuedBytes)
+        _ = held.frames.drain()
         return lost
     }
 
@@ -302,6 +304,18 @@ final class SpliceHandler: ChannelDuplexHandler {
 
 @available(*, unavailable)
 extension SpliceHandler: Sendable {}
+
+/// The client half's ``ClientFrameHold``, by reference.
+final class HoldBox {
+    var frames: ClientFrameHold
+
+    init(_ frames: ClientFrameHold) {
+        self.frames = frames
+    }
+}
+
+@available(*, unavailable)
+extension HoldBox: Sendable {}
 
 extension ReadyMessageMatcher {
     /// Feeds one scanner event of the backend's stream.
