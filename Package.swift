@@ -5,14 +5,6 @@ let strictSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v6)
 ]
 
-/// The relay's hot path: release builds drop the dynamic exclusivity checks (`swift_beginAccess`
-/// per property access of a class); the compiler still checks exclusivity statically, and debug
-/// builds (the tests) keep the dynamic checks.
-let hotPathSettings: [SwiftSetting] =
-    strictSettings + [
-        .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))
-    ]
-
 let package = Package(
     name: "ReadyGate",
     platforms: [.macOS(.v15)],
@@ -36,7 +28,7 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            swiftSettings: hotPathSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "ReadyGateProxy",
@@ -48,7 +40,7 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: hotPathSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "ReadyGateDemo",
