@@ -40,9 +40,6 @@ public struct DemoBackendCounters: Sendable, Equatable {
     public var closeFrames: [(code: UInt16?, masked: Bool)] = []
     /// Upgrade request heads, in arrival order.
     public var requests: [HTTPRequestHead] = []
-    /// Callers of ``DemoBackend/wait(until:)`` still waiting, by id.
-    var waiters: [Int: (@Sendable (DemoBackendCounters) -> Bool, CheckedContinuation<Void, Never>)] = [:]
-    var nextWaiter = 0
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.connections == rhs.connections && lhs.sessions == rhs.sessions && lhs.failedEarly == rhs.failedEarly
@@ -55,12 +52,12 @@ public struct DemoBackendCounters: Sendable, Equatable {
 public final class DemoBackend: Sendable {
     public let configuration: DemoBackendConfiguration
     private let channel: any Channel
-    private let state: NIOLockedValueBox<DemoBackendCounters>
+    private let state: Observed<DemoBackendCounters>
 
     private init(
         configuration: DemoBackendConfiguration,
         channel: any Channel,
-        state: NIOLockedValueBox<DemoBackendCounters>
+        state: Observed<DemoBackendCounters>
     ) {
         self.configuration = configuration
         self.channel = channel
@@ -68,7 +65,7 @@ public final class DemoBackend: Sendable {
     }
 
     public var port: Int { channel.localAddress?.port ?? 0 }
-    public var counters: DemoBackendCounters { state.withLockedValue { $0 } }
+    public var counters: DemoBackendCounters { state.value }
 
     /// Returns once at least `count` WebSocket sessions have started.
     public func sessionsStarted(atLeast count: Int) async {
@@ -78,22 +75,7 @@ public final class DemoBackend: Sendable {
     /// Returns once the counters satisfy `condition` (checked after every change), or when the
     /// calling task is cancelled.
     public func wait(until condition: @escaping @Sendable (DemoBackendCounters) -> Bool) async {
-        let id = state.withLockedValue { counters -> Int in
-            counters.nextWaiter += 1
-            return counters.nextWaiter
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let done = state.withLockedValue { counters -> Bool in
-                    if condition(counters) || Task.isCancelled { return true }
-                    counters.waiters[id] = (condition, continuation)
-                    return false
-                }
-                if done { continuation.resume() }
-            }
-        } onCancel: {
-            state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.1.resume()
-        }
+        await state.wait(until: condition)
     }
 
     /// Starts listening on `host:port` (port 0 picks a free one).
@@ -103,7 +85,7 @@ public final class DemoBackend: Sendable {
         host: String = "127.0.0.1",
         port: Int = 0
     ) async throws -> DemoBackend {
-        let state = NIOLockedValueBox(DemoBackendCounters())
+        let state = Observed(DemoBackendCounters())
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -125,7 +107,7 @@ public final class DemoBackend: Sendable {
     private static func configure(
         channel: any Channel,
         configuration: DemoBackendConfiguration,
-        state: NIOLockedValueBox<DemoBackendCounters>
+        state: Observed<DemoBackendCounters>
     ) throws {
         let sync = channel.pipeline.syncOperations
         if configuration.silent {
@@ -173,11 +155,11 @@ final class RacyWebSocketHandler: ChannelInboundHandler {
     typealias OutboundOut = WebSocketFrame
 
     private let configuration: DemoBackendConfiguration
-    private let state: NIOLockedValueBox<DemoBackendCounters>
+    private let state: Observed<DemoBackendCounters>
     private var ready = false
     private var closing = false
 
-    init(configuration: DemoBackendConfiguration, state: NIOLockedValueBox<DemoBackendCounters>) {
+    init(configuration: DemoBackendConfiguration, state: Observed<DemoBackendCounters>) {
         self.configuration = configuration
         self.state = state
     }
@@ -285,19 +267,5 @@ final class SilentHandler: ChannelInboundHandler {
 extension Substring {
     func trimmingCharacters(in set: Character) -> String {
         String(drop(while: { $0 == set }).reversed().drop(while: { $0 == set }).reversed())
-    }
-}
-
-extension NIOLockedValueBox where Value == DemoBackendCounters {
-    /// Changes the counters and wakes the waiters whose condition now holds.
-    func update(_ change: (inout DemoBackendCounters) -> Void) {
-        let ready = withLockedValue { counters -> [CheckedContinuation<Void, Never>] in
-            change(&counters)
-            let snapshot = counters
-            let done = counters.waiters.filter { $0.value.0(snapshot) }
-            for id in done.keys { counters.waiters[id] = nil }
-            return done.values.map(\.1)
-        }
-        for continuation in ready { continuation.resume() }
     }
 }
