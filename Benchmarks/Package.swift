@@ -1,7 +1,8 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
-// ReadyGate's benchmark harness: a lean WebSocket echo backend (`ws-echo`) and load tool (`ws-bench`).
+// ReadyGate's benchmark harness: a lean WebSocket echo backend (`ws-echo`) and load tool (`ws-bench`),
+// and `http-hello`, a plain HTTP server on NIO's HTTP/1 codecs that shows what one NIO hop costs.
 // Kept out of the main package so that benchmarks never run in `swift test`; see `run.sh` and
 // `docs/benchmarks.md`.
 let settings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
@@ -12,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "ws-echo", targets: ["ws-echo"]),
         .executable(name: "ws-bench", targets: ["ws-bench"]),
+        .executable(name: "http-hello", targets: ["http-hello"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -49,6 +51,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: settings
+        ),
+        .executableTarget(
+            name: "http-hello",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: settings
         ),

@@ -214,15 +214,24 @@ w("")
 # wrk
 w("## Plain HTTP (wrk)")
 w("")
-w(f"`wrk -t{a.tool_threads} -c50` against `GET /` (the echo backend answers `200 ok`, keep-alive).")
+w(f"`wrk -t{a.tool_threads} -c50` against `GET /` (the echo backend answers `200 ok`, keep-alive). CPU per request is")
+w("the proxy's (for `direct` the echo backend's). `NIO HTTP/1 hop` is `http-hello`, a server on NIO's own HTTP/1")
+w("codecs that answers `200` itself: one decode and one encode per request. A proxy on those codecs makes two such")
+w("hops per request (towards the client and towards the backend), so twice its CPU per request is ReadyGate's floor.")
 w("")
-w("| target | req/s |")
-w("| --- | ---: |")
-for t in ALL:
-    r = get("wrk", t) or {}
+w("| target | req/s | CPU us/request | req/s vs nginx |")
+w("| --- | ---: | ---: | ---: |")
+ng_rps = (get("wrk", "nginx") or {}).get("requests_per_s")
+for t in ALL + ["nio-http-hop"]:
+    r = get("wrk", t)
+    if r is None and t == "nio-http-hop":
+        continue
+    r = r or {}
     v = r.get("requests_per_s")
     note = "" if v is not None else f" (not measured: status {r.get('status', '?')})"
-    w(f"| {t} | {fmt(v)}{note} |")
+    name = "NIO HTTP/1 hop (`http-hello`, not a proxy)" if t == "nio-http-hop" else t
+    w(f"| {name} | {fmt(v)}{note} | {fmt(r.get('cpu_us_per_request'), 1)} | "
+      f"{ratio(v, ng_rps) if t in PROXIES else '-'} |")
 w("")
 
 # Startup

@@ -40,6 +40,7 @@ OUT="${OUT:-$ROOT/docs/benchmarks.md}"
 ECHO_PORT=10001
 declare -A PORT=([direct]=$ECHO_PORT [nginx]=10101 [haproxy]=10102 [readygate]=10103 [readygate0]=10104)
 STARTUP_PORT=10105
+HELLO_PORT=10106
 
 RG_SCRATCH="$ROOT/.build-bench"
 RG_BIN="$RG_SCRATCH/release/readygate"
@@ -272,17 +273,37 @@ run_target() {
     sleep 1
 
     # Plain HTTP through the proxy (wrk), when the target forwards plain HTTP.
-    local status
-    status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)"
-    if [[ "$status" == 200 ]]; then
-        local out rps
-        out="$(wrk -t "$TOOL_THREADS" -c 50 -d "${WRK_DURATION}s" "http://127.0.0.1:$port/" 2>&1)"
-        rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
-        record "$(jq -nc --arg l "$target" --argjson r "${rps:-0}" '{mode: "wrk", label: $l, requests_per_s: $r}')"
-    else
-        record "$(jq -nc --arg l "$target" --arg s "$status" '{mode: "wrk", label: $l, requests_per_s: null, status: $s}')"
-    fi
+    run_wrk "$target" "$port" "${PROXY_PID:-$ECHO_PID}"
     stop_proxy
+}
+
+run_wrk() { # label port pid: wrk req/s, and the CPU per request of pid's process tree
+    local label="$1" port="$2" pid="$3" status out rps reqs u0 s0 u1 s1
+    status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)"
+    if [[ "$status" != 200 ]]; then
+        record "$(jq -nc --arg l "$label" --arg s "$status" '{mode: "wrk", label: $l, requests_per_s: null, status: $s}')"
+        return 0
+    fi
+    read -r u0 s0 <<<"$(cpu_ticks "$pid")"
+    out="$(wrk -t "$TOOL_THREADS" -c 50 -d "${WRK_DURATION}s" "http://127.0.0.1:$port/" 2>&1)"
+    read -r u1 s1 <<<"$(cpu_ticks "$pid")"
+    rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
+    record "$(jq -nc --arg l "$label" --argjson r "${rps:-0}" --argjson n "${reqs:-0}" --argjson t "$((u1 + s1 - u0 - s0))" \
+        --argjson hz "$CLK_TCK" '{mode: "wrk", label: $l, requests_per_s: $r, requests: $n,
+        cpu_us_per_request: (if $n > 0 then $t * 1000000 / $hz / $n else null end)}')"
+}
+
+# One NIO HTTP/1 hop alone (http-hello: NIO's codecs, answers 200): what a request costs a server
+# on NIO's codecs; a proxy on them makes two such hops per request.
+run_hello() {
+    local pid
+    "$TOOLS/http-hello" --port "$HELLO_PORT" --threads "$THREADS" --lifetime 600 >"$WORK/hello.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$HELLO_PORT"
+    run_wrk nio-http-hop "$HELLO_PORT" "$pid"
+    kill "$pid" 2>/dev/null || true
 }
 
 # --- interleaved rounds -------------------------------------------------------------------
@@ -314,7 +335,7 @@ run_rounds() {
 }
 
 # --- run ----------------------------------------------------------------------------------
-for bin in "$RG_BIN" "$TOOLS/ws-echo" "$TOOLS/ws-bench"; do
+for bin in "$RG_BIN" "$TOOLS/ws-echo" "$TOOLS/ws-bench" "$TOOLS/http-hello"; do
     [[ -x "$bin" ]] || { log "missing $bin (run without SKIP_BUILD)"; exit 1; }
 done
 write_configs
@@ -333,6 +354,7 @@ start_echo
 for t in $TARGETS; do run_target "$t"; done
 [[ " $TARGETS " == *" readygate "* ]] && run_target readygate0
 run_rounds
+run_hello
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 mkdir -p "$HERE/results"
 cp "$RESULTS" "$HERE/results/latest.jsonl"
