@@ -385,6 +385,25 @@ struct EmbeddedHTTPForwarderTests {
         #expect(harness.pool.idleCount == 0)
     }
 
+    @Test("a response body that stops for the response timeout closes both connections; one that moves does not")
+    func stalledBody() throws {
+        let harness = try ForwardHarness { $0.httpResponseTimeoutMs = 500 }
+        try harness.send(Self.get)
+        try harness.answer(0, ForwardHarness.head(.ok, [("Content-Length", "10")]), ForwardHarness.body("hal"))
+        for _ in 0..<4 {
+            harness.loop.advanceTime(by: .milliseconds(400))
+            try harness.answer(0, ForwardHarness.body("f"))
+        }
+        #expect(harness.client.isActive, "a part every 400 ms keeps a 500 ms timeout from firing")
+        harness.loop.advanceTime(by: .milliseconds(499))
+        #expect(harness.client.isActive)
+        harness.loop.advanceTime(by: .milliseconds(1))
+        #expect(!harness.client.isActive)
+        #expect(!harness.upstreams[0].isActive)
+        #expect(try harness.clientText().hasSuffix("halffff"))
+        #expect(harness.pool.idleCount == 0)
+    }
+
     @Test("the backend closing mid-response closes the client connection")
     func upstreamClosesMidResponse() throws {
         let harness = try ForwardHarness()

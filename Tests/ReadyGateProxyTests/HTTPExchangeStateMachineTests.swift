@@ -96,19 +96,25 @@ struct HTTPExchangeStateMachineTests {
         #expect(Machine.Failure.unexpectedSwitch.status == 502)
     }
 
-    @Test("the response timer fails the exchange with 504 only for its own attempt and before the head")
+    @Test("the response timer: 504 before the head, a stalled body after it, only for its own attempt")
     func timeout() {
         var machine = exchangingOnPooledConnection()
         let armedAt = machine.attempt
-        #expect(machine.timedOut(attempt: armedAt - 1) == nil)
-        #expect(machine.timedOut(attempt: armedAt) == .timedOut)
+        #expect(machine.timedOut(attempt: armedAt - 1) == .ignore)
+        #expect(machine.timedOut(attempt: armedAt) == .fail(.timedOut))
+        #expect(machine.state == .closed)
         #expect(Machine.Failure.timedOut.status == 504)
+
+        var stalled = exchangingOnPooledConnection()
+        _ = stalled.responseHead(upstreamKeepAlive: true, isSwitchingProtocols: false, closeDelimited: false)
+        #expect(stalled.timedOut(attempt: stalled.attempt) == .closeStalled)
+        #expect(stalled.state == .closed)
+        #expect(stalled.responseEnd() == .ignore, "a stalled exchange is never pooled")
 
         var answered = exchangingOnPooledConnection()
         _ = answered.responseHead(upstreamKeepAlive: true, isSwitchingProtocols: false, closeDelimited: false)
-        #expect(answered.timedOut(attempt: answered.attempt) == nil)
         _ = answered.responseEnd()
-        #expect(answered.timedOut(attempt: armedAt) == nil, "a timer of an ended exchange is stale")
+        #expect(answered.timedOut(attempt: armedAt) == .ignore, "a timer of an ended exchange is stale")
     }
 
     @Test("a connect that completes or fails for an abandoned attempt is closed or ignored")

@@ -52,7 +52,7 @@ struct HTTPExchangeStateMachine {
 
     /// What to do with the backend's response head.
     enum ResponseHeadAction: Equatable {
-        /// Cancel the response timer and relay it.
+        /// Relay it; the response timer now watches for a stalled body.
         case relay
         case fail(Failure)
         case ignore
@@ -63,6 +63,16 @@ struct HTTPExchangeStateMachine {
         /// Hand the backend connection back to the pool (`poolConnection`) or close it; keep the
         /// client's connection for its next request (`keepClient`) or close it after the end.
         case finish(poolConnection: Bool, keepClient: Bool)
+        case ignore
+    }
+
+    /// What to do when the response timer fires.
+    enum TimeoutAction: Equatable {
+        /// No response head in time: answer with this failure (504).
+        case fail(Failure)
+        /// The response started but no byte moved for the whole timeout: nothing more can be said to
+        /// the client, so both connections are closed.
+        case closeStalled
         case ignore
     }
 
@@ -184,10 +194,16 @@ struct HTTPExchangeStateMachine {
         return .finish(poolConnection: upstreamKeepAlive && requestEnded, keepClient: keepClient)
     }
 
-    /// The response timer of `attempt` fired.
-    mutating func timedOut(attempt timerAttempt: Int) -> Failure? {
-        guard state == .exchanging, timerAttempt == attempt, !responseStarted else { return nil }
-        return fail(.timedOut)
+    /// The response timer of `attempt` fired with nothing moving: before the response head that is
+    /// a 504; once the response has started, a stalled body.
+    mutating func timedOut(attempt timerAttempt: Int) -> TimeoutAction {
+        guard state == .exchanging, timerAttempt == attempt else { return .ignore }
+        if responseStarted {
+            state = .closed
+            attempt += 1
+            return .closeStalled
+        }
+        return .fail(fail(.timedOut))
     }
 
     // MARK: Closes

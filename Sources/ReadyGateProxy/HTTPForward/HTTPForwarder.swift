@@ -45,7 +45,11 @@ final class HTTPForwarder {
     private var requestVersion = HTTPVersion.http1_1
     private var clientKeepAlive = false
     private var clientNeedsFlush = false
+    /// The response timer: armed when the request is whole; before the response head it bounds the
+    /// wait for it (504), after it the time without progress (a stalled body closes both sides).
     private var timeout: Scheduled<Void>?
+    /// When the response last made progress (its head, a body part, or the client taking more).
+    private var lastProgress = NIODeadline.uptimeNanoseconds(0)
     private var lastUpstreamError: (any Error)?
 
     init(entry: HTTPEntryHandler, context: ChannelHandlerContext, pool: UpstreamPool, environment: ProxyEnvironment) {
@@ -126,7 +130,9 @@ final class HTTPForwarder {
     }
 
     func clientWritabilityChanged() {
-        if context.channel.isWritable { upstream?.resumeRead() }
+        guard context.channel.isWritable else { return }
+        lastProgress = context.eventLoop.now
+        upstream?.resumeRead()
     }
 
     /// The client's connection closed: the backend connection cannot be reused mid-exchange.
@@ -160,7 +166,7 @@ final class HTTPForwarder {
                 closeDelimited: answer.closeDelimited
             ) {
             case .relay:
-                cancelTimeout()
+                lastProgress = context.eventLoop.now
                 context.write(NIOAny(HTTPServerResponsePart.head(answer.head)), promise: nil)
                 clientNeedsFlush = true
             case .fail(let failure):
@@ -170,6 +176,7 @@ final class HTTPForwarder {
             }
         case .body(let bytes):
             guard machine.state == .exchanging else { return }
+            lastProgress = context.eventLoop.now
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(bytes))), promise: nil)
             clientNeedsFlush = true
         case .end(let trailers):
@@ -259,14 +266,44 @@ final class HTTPForwarder {
 
     private func armTimeout() {
         guard timeout == nil else { return }
+        scheduleTimeout(at: context.eventLoop.now + responseTimeout, attempt: machine.attempt)
+    }
+
+    private func scheduleTimeout(at deadline: NIODeadline, attempt: Int) {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let attempt = machine.attempt
-        timeout = context.eventLoop.scheduleTask(in: responseTimeout) {
+        timeout = context.eventLoop.scheduleTask(deadline: deadline) {
             let forwarder = bound.value
             forwarder.timeout = nil
-            if let failure = forwarder.machine.timedOut(attempt: attempt) {
-                forwarder.fail(failure, reason: "no response head in time")
+            forwarder.responseTimerFired(attempt: attempt)
+        }
+    }
+
+    /// Before the response head the wait is over. After it, the body has stalled only if nothing
+    /// moved for a whole timeout since the last progress; otherwise the timer waits for the rest.
+    /// (Re-arming lazily here keeps body parts from scheduling a timer each.)
+    private func responseTimerFired(attempt: Int) {
+        if machine.responseStarted, machine.state == .exchanging, attempt == machine.attempt {
+            let stalledAt = lastProgress + responseTimeout
+            if stalledAt > context.eventLoop.now {
+                scheduleTimeout(at: stalledAt, attempt: attempt)
+                return
             }
+        }
+        switch machine.timedOut(attempt: attempt) {
+        case .fail(let failure):
+            fail(failure, reason: "no response head in time")
+        case .closeStalled:
+            logger.warning(
+                "http_response_stalled",
+                metadata: [
+                    "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")",
+                    "timeout_ms": "\(responseTimeout.nanoseconds / 1_000_000)", "client": "\(clientAddress ?? "-")",
+                ]
+            )
+            abandonUpstream()
+            context.close(promise: nil)
+        case .ignore:
+            break
         }
     }
 
