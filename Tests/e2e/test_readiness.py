@@ -154,6 +154,27 @@ async def test_delay_gate_loses_nothing(backend, readygate):
     assert_none_lost(outcomes, rg)
 
 
+async def test_session_lines_carry_the_session_id(backend, readygate):
+    """The race event and the summary a session logs name the same session id."""
+    b = backend(SETUP_MS=SHORT_SETUP_MS, SEND_READY=0)
+    rg = readygate(b.port, READYGATE_READY_GATE="delay", READYGATE_BASE_DELAY_MS=GATE_DELAY_MS,
+                   READYGATE_HANDSHAKE_TIMEOUT_MS=5000)
+    assert_none_lost(await run_early_clients(f"{rg.ws_url}/echo?id=one", n=1), rg)
+    # The summary is written when both connections have closed; poll the log with a deadline.
+    deadline = time.monotonic() + 5
+    summaries = []
+    while time.monotonic() < deadline:
+        summaries = [r for r in rg.records() if r.get("message") == "session_summary"]
+        if summaries:
+            break
+        await asyncio.sleep(0.02)
+    assert len(summaries) == 1, rg.log()
+    session = summaries[0].get("session")
+    assert session, summaries[0]
+    early = [r for r in rg.records() if r.get("message") == "early_client_frames"]
+    assert [r.get("session") for r in early] == [session], rg.log()
+
+
 async def test_cold_start_backend_after_readygate(backend, readygate):
     """ReadyGate up first; the backend starts 1 s later. Clients connect from t=0."""
     port = free_port()

@@ -13,7 +13,6 @@ import ReadyGateCore
 final class WebSocketSession {
     let environment: ProxyEnvironment
     private var settings: ReadyGateSettings { environment.settings }
-    private let logger: Logger
     private let eventLoop: any EventLoop
     private let started = NIODeadline.now()
     private var machine: SessionStateMachine
@@ -50,9 +49,6 @@ final class WebSocketSession {
         self.environment = environment
         let settings = environment.settings
         let id = String(UInt64.random(in: 0...UInt64.max), radix: 16)
-        var logger = environment.logger
-        logger[metadataKey: "session"] = "\(id)"
-        self.logger = logger
         self.eventLoop = clientContext.eventLoop
         self.machine = SessionStateMachine(
             acceptMode: settings.acceptMode,
@@ -77,6 +73,14 @@ final class WebSocketSession {
         )
         self.clientChannel = clientContext.channel
         self.entryContext = clientContext
+    }
+
+    /// The environment's logger with this session's id. Made when a line is logged (a few times per
+    /// session), so that a live session does not keep a logger of its own with a metadata dictionary.
+    private var logger: Logger {
+        var logger = environment.logger
+        logger[metadataKey: "session"] = "\(record.id)"
+        return logger
     }
 
     /// Milliseconds since the client's request was read.
