@@ -139,13 +139,7 @@ final class HTTPForwarder {
     func clientInactive() {
         let responseStarted = machine.responseStarted
         guard machine.clientGone() else { return }
-        logger.info(
-            "http_client_gone",
-            metadata: [
-                "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")",
-                "response_started": "\(responseStarted)", "client": "\(clientAddress ?? "-")",
-            ]
-        )
+        logger.info("http_client_gone", metadata: exchangeMetadata(["response_started": "\(responseStarted)"]))
         abandonUpstream()
     }
 
@@ -209,10 +203,7 @@ final class HTTPForwarder {
         case .closeClient:
             logger.warning(
                 "http_upstream_closed_mid_response",
-                metadata: [
-                    "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")",
-                    "error": "\(error ?? "closed")", "client": "\(clientAddress ?? "-")",
-                ]
+                metadata: exchangeMetadata(["error": "\(error ?? "closed")"])
             )
             cancelTimeout()
             context.close(promise: nil)
@@ -295,10 +286,7 @@ final class HTTPForwarder {
         case .closeStalled:
             logger.warning(
                 "http_response_stalled",
-                metadata: [
-                    "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")",
-                    "timeout_ms": "\(responseTimeout.nanoseconds / 1_000_000)", "client": "\(clientAddress ?? "-")",
-                ]
+                metadata: exchangeMetadata(["timeout_ms": "\(responseTimeout.nanoseconds / 1_000_000)"])
             )
             abandonUpstream()
             context.close(promise: nil)
@@ -336,15 +324,21 @@ final class HTTPForwarder {
         entry?.forwardingFinished(keepAlive: keepClient)
     }
 
+    /// The fields of every exchange's log line (method, path, client), with `extra`.
+    private func exchangeMetadata(_ extra: Logger.Metadata) -> Logger.Metadata {
+        var metadata: Logger.Metadata = [
+            "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")", "client": "\(clientAddress ?? "-")",
+        ]
+        metadata.merge(extra) { _, new in new }
+        return metadata
+    }
+
     /// Answers the client with an error before any response byte went out, and closes.
     private func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
         let status = HTTPResponseStatus(statusCode: failure.status)
         logger.warning(
             failure.logEvent,
-            metadata: [
-                "status": "\(status.code)", "reason": "\(reason)", "method": "\(requestMethod)",
-                "path": "\(upstreamHead?.uri ?? "-")", "client": "\(clientAddress ?? "-")",
-            ]
+            metadata: exchangeMetadata(["status": "\(status.code)", "reason": "\(reason)"])
         )
         abandonUpstream()
         let context = self.context
