@@ -404,6 +404,22 @@ struct EmbeddedHTTPForwarderTests {
         #expect(harness.pool.idleCount == 0)
     }
 
+    @Test("a request body that stops for the response timeout is answered 408; one that moves is not")
+    func stalledRequestBody() throws {
+        let harness = try ForwardHarness { $0.httpResponseTimeoutMs = 500 }
+        try harness.send("POST /up HTTP/1.1\r\nHost: example.test\r\nContent-Length: 10\r\n\r\nhel")
+        for _ in 0..<3 {
+            harness.loop.advanceTime(by: .milliseconds(400))
+            try harness.send("l")
+        }
+        #expect(harness.client.isActive, "a part every 400 ms keeps a 500 ms timeout from firing")
+        harness.loop.advanceTime(by: .milliseconds(500))
+        #expect(try harness.clientText().hasPrefix("HTTP/1.1 408 Request Timeout\r\n"))
+        #expect(!harness.client.isActive)
+        #expect(!harness.upstreams[0].isActive)
+        #expect(harness.pool.idleCount == 0)
+    }
+
     @Test("the backend closing mid-response closes the client connection")
     func upstreamClosesMidResponse() throws {
         let harness = try ForwardHarness()

@@ -11,7 +11,7 @@ struct HTTPExchangeStateMachineTests {
     func exchangingOnPooledConnection(keepAlive: Bool = true) -> Machine {
         var machine = Machine()
         machine.requestStarted(clientKeepAlive: keepAlive)
-        #expect(machine.connected(attempt: nil, reused: true, bufferedBodyBytes: 0) == .sendRequest(armTimeout: false))
+        #expect(machine.connected(attempt: nil, reused: true, bufferedBodyBytes: 0) == .sendRequest)
         #expect(machine.requestEnd() == .write)
         return machine
     }
@@ -24,7 +24,7 @@ struct HTTPExchangeStateMachineTests {
         let attempt = machine.connectStarted()
         #expect(machine.requestEnd() == .buffer)
         #expect(
-            machine.connected(attempt: attempt, reused: false, bufferedBodyBytes: 0) == .sendRequest(armTimeout: true)
+            machine.connected(attempt: attempt, reused: false, bufferedBodyBytes: 0) == .sendRequest
         )
         #expect(machine.state == .exchanging)
         #expect(
@@ -39,7 +39,7 @@ struct HTTPExchangeStateMachineTests {
         var machine = Machine()
         machine.requestStarted(clientKeepAlive: true)
         #expect(machine.requestBody(byteCount: 5) == .buffer)
-        #expect(machine.connected(attempt: nil, reused: true, bufferedBodyBytes: 5) == .sendRequest(armTimeout: false))
+        #expect(machine.connected(attempt: nil, reused: true, bufferedBodyBytes: 5) == .sendRequest)
         #expect(machine.canTakeBody(upstreamWritable: true))
         #expect(!machine.canTakeBody(upstreamWritable: false))
         #expect(machine.requestBody(byteCount: 5) == .write)
@@ -56,7 +56,7 @@ struct HTTPExchangeStateMachineTests {
         #expect(resendEnd)
         #expect(machine.state == .connecting)
         #expect(
-            machine.connected(attempt: attempt, reused: false, bufferedBodyBytes: 0) == .sendRequest(armTimeout: true)
+            machine.connected(attempt: attempt, reused: false, bufferedBodyBytes: 0) == .sendRequest
         )
         #expect(machine.upstreamClosed() == .fail(.closedBeforeAnswer), "a fresh connection is not retried")
         #expect(machine.state == .closed)
@@ -115,6 +115,19 @@ struct HTTPExchangeStateMachineTests {
         _ = answered.responseHead(upstreamKeepAlive: true, isSwitchingProtocols: false, closeDelimited: false)
         _ = answered.responseEnd()
         #expect(answered.timedOut(attempt: armedAt) == .ignore, "a timer of an ended exchange is stale")
+    }
+
+    @Test("a request body that stops: 408 when the client stopped sending, 504 when the backend stopped taking it")
+    func requestBodyStalls() {
+        for (upstreamWritable, failure) in [(true, Machine.Failure.requestTimedOut), (false, .timedOut)] {
+            var machine = Machine()
+            machine.requestStarted(clientKeepAlive: true)
+            #expect(machine.connected(attempt: nil, reused: true, bufferedBodyBytes: 0) == .sendRequest)
+            #expect(machine.requestBody(byteCount: 10) == .write)
+            #expect(machine.timedOut(attempt: machine.attempt, upstreamWritable: upstreamWritable) == .fail(failure))
+            #expect(machine.state == .closed)
+        }
+        #expect(Machine.Failure.requestTimedOut.status == 408)
     }
 
     @Test("a connect that completes or fails for an abandoned attempt is closed or ignored")

@@ -26,17 +26,26 @@ struct HTTPExchangeStateMachine {
         case closedBeforeAnswer
         /// The backend answered `101` to a request without `Upgrade`.
         case unexpectedSwitch
-        /// No response head within the response timeout.
+        /// No response head within the response timeout, or the backend took no more of the body
+        /// for that long.
         case timedOut
+        /// The client sent no more of its body for the response timeout.
+        case requestTimedOut
 
         /// The status the client gets.
-        var status: Int { self == .timedOut ? 504 : 502 }
+        var status: Int {
+            switch self {
+            case .timedOut: 504
+            case .requestTimedOut: 408
+            case .unreachable, .closedBeforeAnswer, .unexpectedSwitch: 502
+            }
+        }
     }
 
     /// What to do with a backend connection that just became available.
     enum ConnectedAction: Equatable {
-        /// Write the head and the buffered parts; arm the response timer when the request is whole.
-        case sendRequest(armTimeout: Bool)
+        /// Write the head and the buffered parts, and arm the exchange's timer.
+        case sendRequest
         /// It belongs to an abandoned attempt: close it.
         case closeConnection
     }
@@ -137,7 +146,7 @@ struct HTTPExchangeStateMachine {
         state = .exchanging
         reusedConnection = reused
         if bufferedBodyBytes > 0 { bodySent = true }
-        return .sendRequest(armTimeout: requestEnded)
+        return .sendRequest
     }
 
     /// The connect of `attempt` failed: nil when that attempt no longer matters.
@@ -194,16 +203,19 @@ struct HTTPExchangeStateMachine {
         return .finish(poolConnection: upstreamKeepAlive && requestEnded, keepClient: keepClient)
     }
 
-    /// The response timer of `attempt` fired with nothing moving: before the response head that is
-    /// a 504; once the response has started, a stalled body.
-    mutating func timedOut(attempt timerAttempt: Int) -> TimeoutAction {
+    /// The exchange's timer of `attempt` fired with nothing moving for the whole timeout. Once the
+    /// response has started that is a stalled body; before, a 504 when the whole request is out (or
+    /// the backend would take no more of it: `upstreamWritable` false), else a 408: the client
+    /// stopped sending its body.
+    mutating func timedOut(attempt timerAttempt: Int, upstreamWritable: Bool = true) -> TimeoutAction {
         guard state == .exchanging, timerAttempt == attempt else { return .ignore }
         if responseStarted {
             state = .closed
             attempt += 1
             return .closeStalled
         }
-        return .fail(fail(.timedOut))
+        if requestEnded || !upstreamWritable { return .fail(fail(.timedOut)) }
+        return .fail(fail(.requestTimedOut))
     }
 
     // MARK: Closes

@@ -45,10 +45,12 @@ final class HTTPForwarder {
     private var requestVersion = HTTPVersion.http1_1
     private var clientKeepAlive = false
     private var clientNeedsFlush = false
-    /// The response timer: armed when the request is whole; before the response head it bounds the
-    /// wait for it (504), after it the time without progress (a stalled body closes both sides).
+    /// The exchange's timer, armed when its backend connection is there: it bounds the time without
+    /// progress: while the request body streams (408, or 504 if the backend takes no more), from the
+    /// request's end to the response head (504), and during the response body (both sides closed).
     private var timeout: Scheduled<Void>?
-    /// When the response last made progress (its head, a body part, or the client taking more).
+    /// When the exchange last made progress (a request body part or its end, the response head or a
+    /// body part, or either side becoming writable again).
     private var lastProgress = NIODeadline.uptimeNanoseconds(0)
     private var lastUpstreamError: (any Error)?
 
@@ -104,6 +106,7 @@ final class HTTPForwarder {
     func clientPart(_ part: HTTPServerRequestPart) {
         switch part {
         case .body(let bytes):
+            lastProgress = context.eventLoop.now
             switch machine.requestBody(byteCount: bytes.readableBytes) {
             case .write: upstream?.write(.body(.byteBuffer(bytes)))
             case .buffer:
@@ -112,11 +115,11 @@ final class HTTPForwarder {
             case .drop: break
             }
         case .end(let trailers):
+            lastProgress = context.eventLoop.now
             switch machine.requestEnd() {
             case .write:
                 upstream?.write(.end(trailers))
                 upstream?.flush()
-                armTimeout()
             case .buffer: buffered.append(.end(trailers))
             case .drop: break
             }
@@ -187,7 +190,9 @@ final class HTTPForwarder {
     }
 
     func upstreamWritabilityChanged(_ isWritable: Bool) {
-        if isWritable { entry?.forwarderMayRead() }
+        guard isWritable else { return }
+        lastProgress = context.eventLoop.now
+        entry?.forwarderMayRead()
     }
 
     func upstreamError(_ error: any Error) {
@@ -236,7 +241,7 @@ final class HTTPForwarder {
     /// abandoned attempt, it is closed.
     private func connected(_ connection: UpstreamHTTPHandler, attempt: Int?, reused: Bool) {
         let action = machine.connected(attempt: attempt, reused: reused, bufferedBodyBytes: bufferedBodyBytes)
-        guard case .sendRequest(let armsTimeout) = action, let upstreamHead else {
+        guard case .sendRequest = action, let upstreamHead else {
             connection.close()
             return
         }
@@ -248,11 +253,9 @@ final class HTTPForwarder {
         // From a pool, within the client's read: its read-complete flushes the head with what
         // follows it. A fresh connection comes later, on its own.
         if !reused { connection.flush() }
-        if armsTimeout {
-            armTimeout()
-        } else {
-            entry?.forwarderMayRead()
-        }
+        lastProgress = context.eventLoop.now
+        armTimeout()
+        if !machine.requestEnded { entry?.forwarderMayRead() }
     }
 
     private func armTimeout() {
@@ -269,20 +272,23 @@ final class HTTPForwarder {
         }
     }
 
-    /// Before the response head the wait is over. After it, the body has stalled only if nothing
-    /// moved for a whole timeout since the last progress; otherwise the timer waits for the rest.
-    /// (Re-arming lazily here keeps body parts from scheduling a timer each.)
+    /// The timer fires at the first deadline it was armed for. The exchange has stalled only if
+    /// nothing moved for a whole timeout since the last progress; otherwise the timer waits for the
+    /// rest. (Re-arming lazily here keeps body parts from scheduling a timer each.)
     private func responseTimerFired(attempt: Int) {
-        if machine.responseStarted, machine.state == .exchanging, attempt == machine.attempt {
+        if machine.state == .exchanging, attempt == machine.attempt {
             let stalledAt = lastProgress + responseTimeout
             if stalledAt > context.eventLoop.now {
                 scheduleTimeout(at: stalledAt, attempt: attempt)
                 return
             }
         }
-        switch machine.timedOut(attempt: attempt) {
+        switch machine.timedOut(attempt: attempt, upstreamWritable: upstream?.isWritable ?? false) {
         case .fail(let failure):
-            fail(failure, reason: "no response head in time")
+            fail(
+                failure,
+                reason: failure == .requestTimedOut ? "no more of the request body in time" : "no response in time"
+            )
         case .closeStalled:
             logger.warning(
                 "http_response_stalled",
@@ -372,6 +378,7 @@ extension HTTPExchangeStateMachine.Failure {
         case .closedBeforeAnswer: "http_upstream_closed"
         case .unexpectedSwitch: "http_upstream_bad_response"
         case .timedOut: "http_upstream_timeout"
+        case .requestTimedOut: "http_request_timeout"
         }
     }
 }
