@@ -215,20 +215,12 @@ final class TestHTTPConnection {
         seconds: Double = 20,
         _ body: @escaping @Sendable (TestHTTPConnection) async throws -> T
     ) async throws -> T {
-        try await withTimeout(seconds: seconds) {
-            let channel = try await ClientBootstrap(group: testGroup)
-                .connect(host: "127.0.0.1", port: port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
-                            wrappingChannelSynchronously: channel
-                        )
-                    }
-                }
-            return try await channel.executeThenClose { inbound, outbound in
-                try await body(TestHTTPConnection(inbound: inbound, outbound: outbound))
-            }
-        }
+        try await withLoopbackConnection(
+            port: port,
+            seconds: seconds,
+            configure: { try $0.pipeline.syncOperations.addHTTPClientHandlers() },
+            { inbound, outbound in try await body(TestHTTPConnection(inbound: inbound, outbound: outbound)) }
+        )
     }
 
     /// Sends a request (its body in the given parts, framed as the headers say) and reads the
@@ -285,16 +277,8 @@ final class RawConnection {
         seconds: Double = 20,
         _ body: @escaping @Sendable (RawConnection) async throws -> T
     ) async throws -> T {
-        try await withTimeout(seconds: seconds) {
-            let channel = try await ClientBootstrap(group: testGroup)
-                .connect(host: "127.0.0.1", port: port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
-                }
-            return try await channel.executeThenClose { inbound, outbound in
-                try await body(RawConnection(inbound: inbound, outbound: outbound))
-            }
+        try await withLoopbackConnection(port: port, seconds: seconds, configure: { _ in }) { inbound, outbound in
+            try await body(RawConnection(inbound: inbound, outbound: outbound))
         }
     }
 
@@ -341,4 +325,26 @@ func sendAndLeave(port: Int, bytes: [UInt8]) async throws {
     let channel = try await ClientBootstrap(group: testGroup).connect(host: "127.0.0.1", port: port).get()
     try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
     try await channel.close()
+}
+
+/// Connects to 127.0.0.1:`port`, lets `configure` add handlers, runs `body` on the channel's
+/// inbound stream and outbound writer, then closes; fails with ``TimedOut`` after `seconds`.
+func withLoopbackConnection<Inbound: Sendable, Outbound: Sendable, T: Sendable>(
+    port: Int,
+    seconds: Double,
+    configure: @escaping @Sendable (any Channel) throws -> Void,
+    _ body:
+        @escaping @Sendable (NIOAsyncChannelInboundStream<Inbound>, NIOAsyncChannelOutboundWriter<Outbound>)
+        async throws -> T
+) async throws -> T {
+    try await withTimeout(seconds: seconds) {
+        let channel = try await ClientBootstrap(group: testGroup)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try configure(channel)
+                    return try NIOAsyncChannel<Inbound, Outbound>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return try await channel.executeThenClose { inbound, outbound in try await body(inbound, outbound) }
+    }
 }
