@@ -40,6 +40,9 @@ final class SpliceHandler: ChannelDuplexHandler {
     private let maxHeldBytes: Int
     /// The client half-closed while its frames were held: pass it on after the flush.
     private var inputClosedWhileHolding = false
+    /// A close frame went to this half's peer (see ``closeAfterPeerClose(linger:)``): its bytes are
+    /// only watched now, for its own close frame or its end of input.
+    private var awaitingPeerClose = false
 
     init(side: Side, session: WebSocketSession, scanner: WebSocketFrameScanner, holding: Bool, maxHeldBytes: Int) {
         self.side = side
@@ -78,6 +81,11 @@ final class SpliceHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
+        if awaitingPeerClose {
+            observe(buffer)
+            if trafficStats.sawClose { context.close(promise: nil) }
+            return
+        }
         if hold != nil {
             holdClientBytes(buffer, context: context)
             return
@@ -102,7 +110,9 @@ final class SpliceHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
-            if hold != nil {
+            if awaitingPeerClose {
+                context.close(promise: nil)
+            } else if hold != nil {
                 inputClosedWhileHolding = true
             } else {
                 session.sideInputClosed(side)
@@ -122,7 +132,7 @@ final class SpliceHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if holdIsFull || (hold == nil && !(partner?.isWritable ?? true)) {
+        if !awaitingPeerClose && (holdIsFull || (hold == nil && !(partner?.isWritable ?? true))) {
             pendingRead = true
         } else {
             context.read()
@@ -186,7 +196,8 @@ final class SpliceHandler: ChannelDuplexHandler {
         guard let held = hold else { return (0, 0) }
         hold = nil
         peakHeldBytesAfterFlush = held.frames.peakQueuedBytes
-        stats = held.frames.scanner.stats
+        // Keep watching from the same stream position: a close frame may still come.
+        scanner = held.frames.scannerForSplice
         let lost = (held.frames.queuedFrames, held.frames.queuedBytes)
         _ = held.frames.drain()
         return lost
@@ -245,6 +256,8 @@ final class SpliceHandler: ChannelDuplexHandler {
     }
 
     private func partnerWrite(_ buffer: ByteBuffer) {
+        // After a close frame, no more data goes to the peer (RFC 6455 §5.5.1).
+        if awaitingPeerClose { return }
         if outboundHeld != nil {
             outboundHeld!.append((buffer, nil))
             return
@@ -299,6 +312,28 @@ final class SpliceHandler: ChannelDuplexHandler {
         guard let context else { return }
         context.flush()
         context.close(mode: mode, promise: nil)
+    }
+
+    /// The close handshake towards this half's peer, after a close frame was written to it (the
+    /// proxy's own, or one relayed from the other side): flushes, then watches the peer's bytes
+    /// without relaying them and closes the connection when the peer's close frame or its end of
+    /// input arrives, or after `linger` at the latest. Closing at once could reset a peer that is
+    /// still sending, and a reset can destroy the close frame before the peer reads it; RFC 6455
+    /// §7.1.1 has the server close the TCP connection once the close handshake is done.
+    func closeAfterPeerClose(linger: TimeAmount) {
+        guard let context, !awaitingPeerClose else { return }
+        context.flush()
+        awaitingPeerClose = true
+        if trafficStats.sawClose {
+            context.close(promise: nil)
+            return
+        }
+        let channel = context.channel
+        context.eventLoop.assumeIsolated().scheduleTask(in: linger) { channel.close(promise: nil) }
+        if pendingRead {
+            pendingRead = false
+            context.read()
+        }
     }
 }
 

@@ -456,8 +456,8 @@ final class WebSocketSession {
                 if let event = detector.upstreamClosed(code: stats.closeCode, atMs: nowMs, record: &record) {
                     logEvent(event)
                 }
-                clientHalf?.close(mode: .all)
-                if clientHalf == nil { clientChannel.close(promise: nil) }
+                // The backend's close frame was relayed: the client's answer ends the handshake.
+                awaitClientClose()
             } else if machine.isHoldingClientFrames {
                 perform(machine.upstreamFailedBeforeReady(.upstreamClosed, nowMs: nowMs))
             } else {
@@ -539,11 +539,32 @@ final class WebSocketSession {
             "session_closed_by_proxy",
             metadata: ["close_code": "\(reason.closeCode)", "reason": "\(reason.reasonText)"]
         )
+        // A client that broke the protocol is failed at once (RFC 6455 §7.1.7); any other gets to
+        // answer the close frame first.
+        let failing = if case .clientProtocolError = reason { true } else { false }
         if let written = clientHalf?.sendFrame(frame) {
-            written.assumeIsolated().whenComplete { [self] _ in clientChannel.close(promise: nil) }
+            written.assumeIsolated().whenComplete { [self] _ in
+                if failing { clientChannel.close(promise: nil) } else { awaitClientClose() }
+            }
         } else {
             clientChannel.close(promise: nil)
         }
+    }
+
+    /// After a close frame went to the client: the client answers with its own and goes, or the
+    /// connection is closed after `closeLinger`.
+    private func awaitClientClose() {
+        guard let clientHalf else {
+            clientChannel.close(promise: nil)
+            return
+        }
+        clientHalf.closeAfterPeerClose(linger: closeLinger)
+    }
+
+    /// How long a client may take to answer a close frame: the handshake timeout, at most 1 s (a
+    /// shutdown waits 2 s for all sessions).
+    private var closeLinger: TimeAmount {
+        .milliseconds(Int64(min(settings.timing.handshakeTimeoutMs, 1000)))
     }
 
     private func noteRejected(status: Int) {
