@@ -415,21 +415,27 @@ struct ShutdownTests {
 /// The close handshake when the proxy ends a session (RFC 6455 §5.5.1, §7.1.1).
 @Suite("Close handshake over loopback", .serialized)
 struct CloseHandshakeTests {
-    /// A session that ends with `1013 upstream not ready` after 300 ms (the backend never says ready).
-    static func notReady(_ settings: inout ReadyGateSettings) {
-        settings.timing.handshakeTimeoutMs = 300
+    /// A backend that refuses every upgrade with 403: in `immediate` mode the client has its 101
+    /// and gets `1008 upstream rejected: 403`; the handshake timeout (20 s) caps the wait for the
+    /// client's answer at 1 s.
+    func withRefusingBackend(_ body: (ProxyFixture) async throws -> Void) async throws {
+        try await withBackendAndProxy(
+            backend: { $0.rejectStatus = 403 },
+            proxy: { $0.timing.handshakeTimeoutMs = 20_000 }
+        ) { _, proxy in try await body(proxy) }
     }
+
+    static let reason = SessionCloseReason.upstreamRejected(status: 403).reasonText
 
     @Test("after its close frame the proxy reads the client's answer, then ends the connection")
     func clientAnswers() async throws {
-        try await withPendingSession(Self.notReady) { _, proxy in
+        try await withRefusingBackend { proxy in
             try await RawConnection.with(port: proxy.port) { connection in
                 try await connection.send(upgradeRequest())
-                _ = try await connection.read(until: "\r\n\r\n")
-                _ = try await connection.read(until: SessionCloseReason.upstreamNotReady.reasonText)
+                _ = try await connection.read(until: Self.reason)
                 let answer = WebSocketFrameWriter.frame(
                     opcode: .close,
-                    payload: WebSocketFrameWriter.closePayload(code: 1013, reason: ""),
+                    payload: WebSocketFrameWriter.closePayload(code: 1008, reason: ""),
                     maskingKey: 0x0A0B_0C0D
                 )
                 try await connection.send(bytes: answer)
@@ -438,24 +444,24 @@ struct CloseHandshakeTests {
                 }
             }
             let record = try await proxy.sessions.waitFor(1)[0]
-            #expect(record.endReason == .upstreamNotReady)
+            #expect(record.endReason == .upstreamRejected(status: 403))
             #expect(record.clientToUpstream.sawClose, "the proxy closed before it read the client's close frame")
-            #expect(record.clientToUpstream.closeCode == 1013)
+            #expect(record.clientToUpstream.closeCode == 1008)
         }
     }
 
     @Test("a client that never answers the close frame is closed after the linger")
     func clientSilent() async throws {
-        try await withPendingSession(Self.notReady) { _, proxy in
+        try await withRefusingBackend { proxy in
             try await RawConnection.with(port: proxy.port) { connection in
                 try await connection.send(upgradeRequest())
-                _ = try await connection.read(until: SessionCloseReason.upstreamNotReady.reasonText)
+                _ = try await connection.read(until: Self.reason)
                 await #expect(throws: RawConnection.ConnectionClosed.self) {
                     _ = try await connection.read(until: "never sent")
                 }
             }
             let record = try await proxy.sessions.waitFor(1)[0]
-            #expect(record.endReason == .upstreamNotReady)
+            #expect(record.endReason == .upstreamRejected(status: 403))
             #expect(!record.clientToUpstream.sawClose)
         }
     }
