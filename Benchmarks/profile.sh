@@ -23,42 +23,13 @@ wait_port() { until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.05
 PIDS+=($!)
 wait_port 10201
 
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes $THREADS;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
-    server {
-        listen 127.0.0.1:10202;
-        location / {
-            proxy_pass http://127.0.0.1:10201;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade \$http_upgrade;
-            proxy_set_header Connection \$connection_upgrade;
-            proxy_read_timeout 3600s;
-            proxy_buffering off;
-        }
-    }
-}
-CONF
-cat >"$WORK/haproxy.cfg" <<CONF
-global
-    nbthread $THREADS
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 1h
-    timeout server 1h
-    timeout tunnel 1h
-frontend fe
-    bind 127.0.0.1:10203
-    default_backend be
-backend be
-    server echo 127.0.0.1:10201
-CONF
+# The same nginx and HAProxy setup as run.sh.
+ECHO_PORT=10201
+NOFILE="$(ulimit -n)"
+source "$HERE/proxy-configs.sh"
+write_configs
+sed -i "s/PORT/10202/" "$WORK/nginx.conf"
+sed -i "s/PORT/10203/" "$WORK/haproxy.cfg"
 
 EVENTS="raw_syscalls:sys_enter,context-switches,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_readv,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl"
 SUMMARY="$OUTDIR/profile-syscalls.txt"

@@ -91,6 +91,9 @@ if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null || ! command
 fi
 
 # --- helpers ------------------------------------------------------------------------------
+# nginx and HAProxy configurations, shared with profile.sh so that both measure the same setup.
+source "$HERE/proxy-configs.sh"
+
 wait_port() { # port [timeout-s]
     local port="$1" deadline=$((SECONDS + ${2:-15}))
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
@@ -139,53 +142,6 @@ start_echo() {
     ECHO_PID=$!
     PIDS+=("$ECHO_PID")
     wait_port "$ECHO_PORT"
-}
-
-write_configs() {
-    cat >"$WORK/nginx.conf" <<EOF
-worker_processes $THREADS;
-worker_rlimit_nofile $NOFILE;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections $((NOFILE - 100)); }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx-body;
-    proxy_temp_path $WORK/nginx-proxy;
-    map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
-    upstream echo { server 127.0.0.1:$ECHO_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:PORT;
-        location / {
-            proxy_pass http://echo;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade \$http_upgrade;
-            proxy_set_header Connection \$connection_upgrade;
-            proxy_set_header Host \$host;
-            proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
-            proxy_buffering off;
-        }
-    }
-}
-EOF
-    cat >"$WORK/haproxy.cfg" <<EOF
-global
-    nbthread $THREADS
-    maxconn $(((NOFILE - 100) / 2))
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 1h
-    timeout server 1h
-    timeout tunnel 1h
-frontend fe
-    bind 127.0.0.1:PORT
-    maxconn $(((NOFILE - 100) / 2))
-    default_backend be
-backend be
-    server echo 127.0.0.1:$ECHO_PORT
-EOF
 }
 
 proxy_cmd() { # target port -> command line (array in PROXY_CMD)
@@ -360,9 +316,9 @@ mkdir -p "$HERE/results"
 cp "$RESULTS" "$HERE/results/latest.jsonl"
 
 # --- report -------------------------------------------------------------------------------
-SWIFT_VERSION="$(swift --version 2>&1 | head -1)"
+SWIFT_VERSION="$(swift --version 2>&1 | awk 'NR == 1')"
 NGINX_VERSION="$(nginx -v 2>&1 | sed 's/.*: //')"
-HAPROXY_VERSION="$(haproxy -v | head -1 | awk '{print $3}')"
+HAPROXY_VERSION="$(haproxy -v | awk 'NR == 1 {print $3}')"
 CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
 REPORT_ARGS=(--command "$COMMAND_LINE" --nproc "$(nproc)" --cpu "$CPU_MODEL" --kernel "$(uname -r)"
     --swift "$SWIFT_VERSION" --nginx "$NGINX_VERSION" --haproxy "$HAPROXY_VERSION" --threads "$THREADS"
