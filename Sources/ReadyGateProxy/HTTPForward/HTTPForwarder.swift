@@ -268,14 +268,14 @@ final class HTTPForwarder {
         timeout = context.eventLoop.scheduleTask(deadline: deadline) {
             let forwarder = bound.value
             forwarder.timeout = nil
-            forwarder.responseTimerFired(attempt: attempt)
+            forwarder.exchangeTimerFired(attempt: attempt)
         }
     }
 
     /// The timer fires at the first deadline it was armed for. The exchange has stalled only if
     /// nothing moved for a whole timeout since the last progress; otherwise the timer waits for the
     /// rest. (Re-arming lazily here keeps body parts from scheduling a timer each.)
-    private func responseTimerFired(attempt: Int) {
+    private func exchangeTimerFired(attempt: Int) {
         if machine.state == .exchanging, attempt == machine.attempt {
             let stalledAt = lastProgress + responseTimeout
             if stalledAt > context.eventLoop.now {

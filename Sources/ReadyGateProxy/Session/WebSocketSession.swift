@@ -293,7 +293,7 @@ final class WebSocketSession {
     /// `start` settled the accept mode and the subprotocol), the same for every attempt; nil once
     /// the handshake state is released.
     private func upstreamRequest() -> HTTPRequestHead? {
-        guard var handshake else { return nil }
+        guard let handshake else { return nil }
         if let built = handshake.upstreamRequest { return built }
         var list = ProxyHeaders.upstreamUpgradeHeaders(
             client: handshake.headers,
@@ -307,8 +307,7 @@ final class WebSocketSession {
             if let chosen = handshake.chosenSubprotocol { list.add("Sec-WebSocket-Protocol", chosen) }
         }
         let built = HTTPRequestHead(version: .http1_1, method: .GET, uri: handshake.uri, headers: HTTPHeaders(list))
-        handshake.upstreamRequest = built
-        self.handshake = handshake
+        self.handshake?.upstreamRequest = built
         return built
     }
 
@@ -356,7 +355,9 @@ final class WebSocketSession {
             )
             return
         }
-        guard answered == attempt, machine.state == .handshakePending, let sent = self.handshake?.upstreamRequest else {
+        guard answered == attempt, machine.state == .handshakePending, let state = self.handshake,
+            let sent = state.upstreamRequest
+        else {
             context.close(promise: nil)
             return
         }
@@ -365,9 +366,9 @@ final class WebSocketSession {
         let offered = sent.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
         if let problem = WebSocketHandshake.verifyUpstreamAnswer(
             headers: answer,
-            sentKey: self.handshake?.upstreamKey ?? "",
+            sentKey: state.upstreamKey,
             offeredSubprotocols: offered,
-            extensionsOffered: keepsExtensions && !(self.handshake?.upgrade.extensions.isEmpty ?? true)
+            extensionsOffered: keepsExtensions && !state.upgrade.extensions.isEmpty
         ) {
             logger.warning("upstream_handshake_invalid", metadata: ["problem": "\(problem)"])
             context.close(promise: nil)
