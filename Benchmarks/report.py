@@ -67,20 +67,19 @@ def round_median(metric, label):
     return median(r.get(metric) for r in round_rows(label))
 
 
-def better_round_peer(metric, higher_is_better):
-    vals = [round_median(metric, t) for t in ["nginx", "haproxy"]]
-    vals = [v for v in vals if v is not None]
-    if not vals:
+def best_of(values, higher_is_better):
+    values = [v for v in values if v is not None]
+    if not values:
         return None
-    return max(vals) if higher_is_better else min(vals)
+    return max(values) if higher_is_better else min(values)
+
+
+def better_round_peer(metric, higher_is_better):
+    return best_of([round_median(metric, t) for t in ["nginx", "haproxy"]], higher_is_better)
 
 
 def better_peer(metric, mode, higher_is_better):
-    vals = [(get(mode, t) or {}).get(metric) for t in ["nginx", "haproxy"]]
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return None
-    return max(vals) if higher_is_better else min(vals)
+    return best_of([(get(mode, t) or {}).get(metric) for t in ["nginx", "haproxy"]], higher_is_better)
 
 
 out = []
