@@ -35,6 +35,8 @@ struct SettingsOptions: ParsableArguments {
     var httpPoolIdleMax: String?
     @Option(help: "Backend connect and response-head timeout for plain HTTP, ms (READYGATE_HTTP_RESPONSE_TIMEOUT_MS).")
     var httpResponseTimeoutMs: String?
+    @Option(help: "Wait for a client's close frame after the proxy's, ms (READYGATE_CLOSE_LINGER_MS).")
+    var closeLingerMs: String?
     @Option(help: "Event loops (READYGATE_THREADS; default one per core).")
     var threads: String?
     @Option(help: "json or text (READYGATE_LOG_FORMAT).")
@@ -50,7 +52,7 @@ struct SettingsOptions: ParsableArguments {
             (.baseDelayMs, baseDelayMs), (.handshakeTimeoutMs, handshakeTimeoutMs), (.retryCapMs, retryCapMs),
             (.maxBufferBytes, maxBufferBytes), (.maxMessageBytes, maxMessageBytes), (.subprotocols, subprotocols),
             (.httpPoolIdleMax, httpPoolIdleMax), (.httpResponseTimeoutMs, httpResponseTimeoutMs),
-            (.threads, threads), (.logFormat, logFormat), (.logLevel, logLevel),
+            (.closeLingerMs, closeLingerMs), (.threads, threads), (.logFormat, logFormat), (.logLevel, logLevel),
         ]
         var values: [ReadyGateConfigKey: String] = [:]
         for (key, value) in pairs { if let value { values[key] = value } }

@@ -112,6 +112,8 @@ public struct WebSocketConnection {
     /// A fragmented message being joined; control frames may come between its fragments.
     private var fragments: ByteBuffer?
     private var fragmentedOpcode: WebSocketOpcode?
+    /// A close frame went out: a close frame that arrives after it is the answer, not a request.
+    private var sentClose = false
 
     init(
         iterator: NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator,
@@ -133,13 +135,15 @@ public struct WebSocketConnection {
     }
 
     /// Starts the close handshake.
-    public func close(code: UInt16 = 1000) async throws {
+    public mutating func close(code: UInt16 = 1000) async throws {
         var payload = ByteBuffer()
         payload.writeInteger(code)
+        sentClose = true
         try await send(DemoWebSocketClient.frame(.connectionClose, payload))
     }
 
-    /// The next whole message: fragments are joined; pings are answered; nil when the stream ended.
+    /// The next whole message: fragments are joined; pings are answered; a close frame the server
+    /// started is answered with the same code (RFC 6455 §5.5.1); nil when the stream ended.
     public mutating func next() async throws -> ReceivedMessage? {
         while let frame = try await iterator.next() {
             switch frame.opcode {
@@ -147,6 +151,12 @@ public struct WebSocketConnection {
                 var payload = frame.unmaskedData
                 let code = payload.readInteger(as: UInt16.self)
                 let reason = payload.readString(length: payload.readableBytes) ?? ""
+                if !sentClose {
+                    sentClose = true
+                    var answer = ByteBuffer()
+                    if let code { answer.writeInteger(code) }
+                    try? await send(DemoWebSocketClient.frame(.connectionClose, answer))
+                }
                 return .close(code: code, reason: reason)
             case .ping:
                 try await send(DemoWebSocketClient.frame(.pong, frame.unmaskedData))

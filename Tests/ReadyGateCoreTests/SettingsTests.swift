@@ -57,6 +57,11 @@ struct SettingsTests {
         #expect(settings.threads == nil)
         #expect(settings.httpPoolIdleMax == 64)
         #expect(settings.httpResponseTimeoutMs == 60_000)
+        #expect(settings.closeLingerMs == nil)
+        #expect(settings.closeLinger == 200, "development's handshake timeout")
+        #expect(try readSettings(["READYGATE_ENV": "production"]).closeLinger == 1000)
+        let slowHandshake = ["READYGATE_ENV": "production", "READYGATE_HANDSHAKE_TIMEOUT_MS": "5000"]
+        #expect(try readSettings(slowHandshake).closeLinger == 1000)
         #expect(settings.logFormat == .json)
         #expect(settings.logLevel == "info")
         #expect(settings == ReadyGateSettings())
@@ -106,6 +111,7 @@ struct SettingsTests {
             "READYGATE_THREADS": "4",
             "READYGATE_HTTP_POOL_IDLE_MAX": "0",
             "READYGATE_HTTP_RESPONSE_TIMEOUT_MS": "2500",
+            "READYGATE_CLOSE_LINGER_MS": "0",
             "READYGATE_LOG_FORMAT": "text",
             "READYGATE_LOG_LEVEL": "debug",
         ])
@@ -124,6 +130,8 @@ struct SettingsTests {
         #expect(settings.threads == 4)
         #expect(settings.httpPoolIdleMax == 0)
         #expect(settings.httpResponseTimeoutMs == 2500)
+        #expect(settings.closeLingerMs == 0)
+        #expect(settings.closeLinger == 0)
         #expect(settings.logFormat == .text)
         #expect(settings.logLevel == "debug")
     }
@@ -316,6 +324,8 @@ struct SettingsTests {
         SettingsErrorCase("READYGATE_HTTP_POOL_IDLE_MAX", "65537"),
         SettingsErrorCase("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", "0"),
         SettingsErrorCase("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", "3600001"),
+        SettingsErrorCase("READYGATE_CLOSE_LINGER_MS", "-1"),
+        SettingsErrorCase("READYGATE_CLOSE_LINGER_MS", "60001"),
         // Subprotocols.
         SettingsErrorCase("READYGATE_SUBPROTOCOLS", ","),
         SettingsErrorCase("READYGATE_SUBPROTOCOLS", " , , "),

@@ -389,6 +389,8 @@ struct ShutdownTests {
             proxy: { settings in
                 settings.readyGate = .message
                 settings.timing.handshakeTimeoutMs = 5000
+                // Only the client's answer can end the session in time.
+                settings.closeLingerMs = 60_000
             }
         ) {
             backend,
@@ -398,11 +400,15 @@ struct ShutdownTests {
                 #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
                 try await connection.send(text: "ready?")
                 #expect(try await connection.next() == .text("ready?"))
-                try await proxy.server.shutdown()
-                return try await connection.next()
+                // The shutdown waits for the session, which waits for the client's close frame:
+                // the client must read and answer while the shutdown runs.
+                async let shutdown: Void = proxy.server.shutdown(timeout: .seconds(30))
+                let message = try await connection.next()
+                try await shutdown
+                return message
             }
             #expect(message == .close(code: 1001, reason: "going away"))
-            #expect(proxy.server.environment.sessions.count == 0)
+            #expect(proxy.server.environment.sessions.count == 0, "the shutdown returned with the session still live")
             try await backend.waitUntil { !$0.closeFrames.isEmpty }
             #expect(backend.counters.closeFrames.first?.code == 1001)
             #expect(backend.counters.closeFrames.first?.masked == true)
@@ -416,12 +422,15 @@ struct ShutdownTests {
 @Suite("Close handshake over loopback", .serialized)
 struct CloseHandshakeTests {
     /// A backend that refuses every upgrade with 403: in `immediate` mode the client has its 101
-    /// and gets `1008 upstream rejected: 403`; the handshake timeout (20 s) caps the wait for the
-    /// client's answer at 1 s.
-    func withRefusingBackend(_ body: (ProxyFixture) async throws -> Void) async throws {
+    /// and gets `1008 upstream rejected: 403` (a 20 s handshake timeout keeps a slow machine from
+    /// turning it into 1013); the proxy waits `linger` ms for the client's answer.
+    func withRefusingBackend(linger: Int, _ body: (ProxyFixture) async throws -> Void) async throws {
         try await withBackendAndProxy(
             backend: { $0.rejectStatus = 403 },
-            proxy: { $0.timing.handshakeTimeoutMs = 20_000 }
+            proxy: {
+                $0.timing.handshakeTimeoutMs = 20_000
+                $0.closeLingerMs = linger
+            }
         ) { _, proxy in try await body(proxy) }
     }
 
@@ -429,7 +438,9 @@ struct CloseHandshakeTests {
 
     @Test("after its close frame the proxy reads the client's answer, then ends the connection")
     func clientAnswers() async throws {
-        try await withRefusingBackend { proxy in
+        // A linger far beyond any scheduling delay of a loaded test machine: the client's answer
+        // must be read, not raced against a timer.
+        try await withRefusingBackend(linger: 60_000) { proxy in
             try await RawConnection.with(port: proxy.port) { connection in
                 try await connection.send(upgradeRequest())
                 _ = try await connection.read(until: Self.reason)
@@ -452,7 +463,7 @@ struct CloseHandshakeTests {
 
     @Test("a client that never answers the close frame is closed after the linger")
     func clientSilent() async throws {
-        try await withRefusingBackend { proxy in
+        try await withRefusingBackend(linger: 200) { proxy in
             try await RawConnection.with(port: proxy.port) { connection in
                 try await connection.send(upgradeRequest())
                 _ = try await connection.read(until: Self.reason)

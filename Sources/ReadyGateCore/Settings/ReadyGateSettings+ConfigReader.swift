@@ -22,6 +22,7 @@ import Configuration
 /// | `READYGATE_SUBPROTOCOLS` | comma-separated tokens | unset |
 /// | `READYGATE_HTTP_POOL_IDLE_MAX` | 0…65536 idle backend connections per event loop | 64 |
 /// | `READYGATE_HTTP_RESPONSE_TIMEOUT_MS` | ms, 1…3600000 | 60000 |
+/// | `READYGATE_CLOSE_LINGER_MS` | ms, 0…60000 | the handshake timeout, at most 1000 |
 /// | `READYGATE_THREADS` | 1…256 | one per core |
 /// | `READYGATE_LOG_FORMAT` | json, text | json |
 /// | `READYGATE_LOG_LEVEL` | trace, debug, info, notice, warning, error, critical | info |
@@ -45,6 +46,7 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case subprotocols = "READYGATE_SUBPROTOCOLS"
     case httpPoolIdleMax = "READYGATE_HTTP_POOL_IDLE_MAX"
     case httpResponseTimeoutMs = "READYGATE_HTTP_RESPONSE_TIMEOUT_MS"
+    case closeLingerMs = "READYGATE_CLOSE_LINGER_MS"
     case threads = "READYGATE_THREADS"
     case logFormat = "READYGATE_LOG_FORMAT"
     case logLevel = "READYGATE_LOG_LEVEL"
@@ -130,6 +132,9 @@ extension ReadyGateSettings {
             in: 1...3_600_000,
             default: httpResponseTimeoutMs
         )
+        if source.value(.closeLingerMs) != nil {
+            closeLingerMs = try source.integer(.closeLingerMs, in: 0...60_000)
+        }
         if source.value(.threads) != nil {
             threads = try source.integer(.threads, in: 1...256)
         }
@@ -164,6 +169,7 @@ extension ReadyGateSettings {
             ("READYGATE_SUBPROTOCOLS", subprotocols?.joined(separator: ",") ?? "(unset)"),
             ("READYGATE_HTTP_POOL_IDLE_MAX", String(httpPoolIdleMax)),
             ("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", String(httpResponseTimeoutMs)),
+            ("READYGATE_CLOSE_LINGER_MS", "\(closeLinger)" + (closeLingerMs == nil ? " (handshake timeout)" : "")),
             ("READYGATE_THREADS", threads.map(String.init) ?? "(one per core)"),
             ("READYGATE_LOG_FORMAT", logFormat.rawValue),
             ("READYGATE_LOG_LEVEL", logLevel),

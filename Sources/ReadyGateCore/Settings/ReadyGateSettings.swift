@@ -133,10 +133,16 @@ public struct ReadyGateSettings: Sendable, Equatable {
     /// How long a plain HTTP request waits for the backend: to connect, and from the end of the
     /// request to the response head (`504` after it).
     public var httpResponseTimeoutMs = 60_000
+    /// How long the proxy waits for a client to answer its close frame before closing the TCP
+    /// connection; nil means the handshake timeout, at most 1 s (see ``closeLinger``).
+    public var closeLingerMs: Int?
     /// Event loops; nil means one per core.
     public var threads: Int?
     public var logFormat: LogFormat = .json
     public var logLevel = "info"
 
     public init() {}
+
+    /// The wait for a client's close frame after the proxy's own, in milliseconds.
+    public var closeLinger: Int { closeLingerMs ?? min(timing.handshakeTimeoutMs, 1000) }
 }

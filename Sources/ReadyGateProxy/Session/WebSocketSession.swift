@@ -562,11 +562,9 @@ final class WebSocketSession {
         clientHalf.closeAfterPeerClose(linger: closeLinger)
     }
 
-    /// How long a client may take to answer a close frame: the handshake timeout, at most 1 s (a
-    /// shutdown waits 2 s for all sessions).
-    private var closeLinger: TimeAmount {
-        .milliseconds(Int64(min(settings.timing.handshakeTimeoutMs, 1000)))
-    }
+    /// How long a client may take to answer a close frame: `READYGATE_CLOSE_LINGER_MS`, by default
+    /// the handshake timeout, at most 1 s (a shutdown waits 2 s for all sessions).
+    private var closeLinger: TimeAmount { .milliseconds(Int64(settings.closeLinger)) }
 
     private func noteRejected(status: Int) {
         if record.note(.upstreamRejected) { logEvent(RaceEvent(.upstreamRejected, ["status": "\(status)"])) }
