@@ -22,6 +22,9 @@ struct ProxyFixture {
         var settings = ReadyGateSettings()
         settings.environment = .testing
         settings.timing = DeploymentEnvironment.testing.profile
+        // The testing profile's 100 ms would let a loaded machine turn a slow session into 1013:
+        // tests of the handshake timeout set their own.
+        settings.timing.handshakeTimeoutMs = 10_000
         settings.listen = HostAndPort(host: "127.0.0.1", port: 0)
         settings.upstream = UpstreamTarget(host: "127.0.0.1", port: upstreamPort, usesTLS: false)
         configure(&settings)

@@ -13,8 +13,10 @@ struct SessionIntegrationTests {
     /// (a) The incident and its fix: 200 clients that send right after the handshake.
     @Test("a racy backend fails early senders directly and none through the message gate")
     func racyBackendDirectAndThroughProxy() async throws {
+        // The backend's handler is ready 500 ms after its accept: long enough that a loaded test
+        // machine still delivers most direct first frames before it.
         try await withBackendAndProxy(
-            backend: { $0.setupMs = 150 },
+            backend: { $0.setupMs = 500 },
             proxy: { settings in
                 settings.readyGate = .message
                 settings.timing.handshakeTimeoutMs = 5000
