@@ -35,6 +35,10 @@ struct SettingsOptions: ParsableArguments {
     var httpPoolIdleMax: String?
     @Option(help: "Backend connect and response-head timeout for plain HTTP, ms (READYGATE_HTTP_RESPONSE_TIMEOUT_MS).")
     var httpResponseTimeoutMs: String?
+    @Option(help: "Close a client connection silent before a request after, ms (READYGATE_HTTP_IDLE_TIMEOUT_MS).")
+    var httpIdleTimeoutMs: String?
+    @Option(help: "Answer 408 to a request head not complete within, ms (READYGATE_HTTP_HEADER_TIMEOUT_MS).")
+    var httpHeaderTimeoutMs: String?
     @Option(help: "Wait for a client's close frame after the proxy's, ms (READYGATE_CLOSE_LINGER_MS).")
     var closeLingerMs: String?
     @Option(help: "Event loops (READYGATE_THREADS; default one per core).")
@@ -52,6 +56,7 @@ struct SettingsOptions: ParsableArguments {
             (.baseDelayMs, baseDelayMs), (.handshakeTimeoutMs, handshakeTimeoutMs), (.retryCapMs, retryCapMs),
             (.maxBufferBytes, maxBufferBytes), (.maxMessageBytes, maxMessageBytes), (.subprotocols, subprotocols),
             (.httpPoolIdleMax, httpPoolIdleMax), (.httpResponseTimeoutMs, httpResponseTimeoutMs),
+            (.httpIdleTimeoutMs, httpIdleTimeoutMs), (.httpHeaderTimeoutMs, httpHeaderTimeoutMs),
             (.closeLingerMs, closeLingerMs), (.threads, threads), (.logFormat, logFormat), (.logLevel, logLevel),
         ]
         var values: [ReadyGateConfigKey: String] = [:]

@@ -200,6 +200,33 @@ struct HTTPForwardIntegrationTests {
         }
     }
 
+    @Test("a request head that trickles in is answered 408; a silent client is closed without a word")
+    func slowAndSilentClients() async throws {
+        try await withHTTPBackend(proxy: {
+            $0.httpHeaderTimeoutMs = 200
+            $0.httpIdleTimeoutMs = 200
+        }) { backend, proxy in
+            try await RawConnection.with(port: proxy.port) { connection in
+                try await connection.send("GET / HTTP/1.1\r\nHost: pro")
+                let answer = try await connection.read(until: "\r\n\r\n")
+                #expect(answer.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"))
+                await #expect(throws: RawConnection.ConnectionClosed.self) {
+                    _ = try await connection.read(until: "never sent")
+                }
+            }
+            // Closed by the idle timeout: the read ends without a byte.
+            let silent = try await RawConnection.with(port: proxy.port) { connection in
+                do {
+                    return try await connection.read(until: "HTTP/1.1")
+                } catch is RawConnection.ConnectionClosed {
+                    return "closed"
+                }
+            }
+            #expect(silent == "closed")
+            #expect(backend.snapshot.connections == 0)
+        }
+    }
+
     @Test("Content-Length with Transfer-Encoding is answered 400 and never reaches the backend")
     func smuggling() async throws {
         try await withHTTPBackend { backend, proxy in

@@ -206,6 +206,16 @@ class ReadyGate:
                 result.append(obj)
         return result
 
+    def wait_for_records(self, message: str, count: int = 1, timeout: float = 10) -> list[dict]:
+        """The log records with this message, once at least `count` have arrived (the log is read
+        by another thread, so a line written before an answer may still be on its way)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.records() if r.get("message") == message]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+
 
 def _drain_stdout(rg: ReadyGate) -> None:
     # Keep reading for the whole life of the process, so a full pipe never blocks its logging.

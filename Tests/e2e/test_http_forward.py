@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -94,4 +95,26 @@ def test_backend_down_is_502(readygate, curl):
     rg = readygate(free_port())
     out = run_curl(curl, "-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}:{rg.port}/http/info")
     assert out.stdout == b"502", rg.log()
-    assert any(r.get("message") == "http_upstream_unreachable" for r in rg.records()), rg.log()
+    assert rg.wait_for_records("http_upstream_unreachable"), rg.log()
+
+
+def test_trickled_request_head_is_408_and_a_silent_client_is_closed(backend, readygate):
+    b = backend()
+    rg = readygate(b.port, READYGATE_HTTP_HEADER_TIMEOUT_MS="300", READYGATE_HTTP_IDLE_TIMEOUT_MS="300")
+    with socket.create_connection((HOST, rg.port), timeout=10) as sock:
+        sock.sendall(b"GET /http/info HTTP/1.1\r\nHost: proxy.test\r\nX-Slow: ")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+    assert b"connection: close" in answer.lower()
+    records = rg.wait_for_records("request_head_timeout")
+    assert records and records[0]["status"] == "408", rg.log()
+    with socket.create_connection((HOST, rg.port), timeout=10) as sock:
+        assert read_until_closed(sock) == b"", "an idle connection is closed without an answer"
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (the socket's timeout bounds each read)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data

@@ -22,6 +22,8 @@ import Configuration
 /// | `READYGATE_SUBPROTOCOLS` | comma-separated tokens | unset |
 /// | `READYGATE_HTTP_POOL_IDLE_MAX` | 0…65536 idle backend connections per event loop | 64 |
 /// | `READYGATE_HTTP_RESPONSE_TIMEOUT_MS` | ms, 1…3600000 | 60000 |
+/// | `READYGATE_HTTP_IDLE_TIMEOUT_MS` | ms, 1…3600000 | 620000 |
+/// | `READYGATE_HTTP_HEADER_TIMEOUT_MS` | ms, 1…3600000 | 60000 |
 /// | `READYGATE_CLOSE_LINGER_MS` | ms, 0…60000 | the handshake timeout, at most 1000 |
 /// | `READYGATE_THREADS` | 1…256 | one per core |
 /// | `READYGATE_LOG_FORMAT` | json, text | json |
@@ -46,6 +48,8 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case subprotocols = "READYGATE_SUBPROTOCOLS"
     case httpPoolIdleMax = "READYGATE_HTTP_POOL_IDLE_MAX"
     case httpResponseTimeoutMs = "READYGATE_HTTP_RESPONSE_TIMEOUT_MS"
+    case httpIdleTimeoutMs = "READYGATE_HTTP_IDLE_TIMEOUT_MS"
+    case httpHeaderTimeoutMs = "READYGATE_HTTP_HEADER_TIMEOUT_MS"
     case closeLingerMs = "READYGATE_CLOSE_LINGER_MS"
     case threads = "READYGATE_THREADS"
     case logFormat = "READYGATE_LOG_FORMAT"
@@ -132,6 +136,12 @@ extension ReadyGateSettings {
             in: 1...3_600_000,
             default: httpResponseTimeoutMs
         )
+        httpIdleTimeoutMs = try source.integer(.httpIdleTimeoutMs, in: 1...3_600_000, default: httpIdleTimeoutMs)
+        httpHeaderTimeoutMs = try source.integer(
+            .httpHeaderTimeoutMs,
+            in: 1...3_600_000,
+            default: httpHeaderTimeoutMs
+        )
         if source.value(.closeLingerMs) != nil {
             closeLingerMs = try source.integer(.closeLingerMs, in: 0...60_000)
         }
@@ -169,6 +179,8 @@ extension ReadyGateSettings {
             ("READYGATE_SUBPROTOCOLS", subprotocols?.joined(separator: ",") ?? "(unset)"),
             ("READYGATE_HTTP_POOL_IDLE_MAX", String(httpPoolIdleMax)),
             ("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", String(httpResponseTimeoutMs)),
+            ("READYGATE_HTTP_IDLE_TIMEOUT_MS", String(httpIdleTimeoutMs)),
+            ("READYGATE_HTTP_HEADER_TIMEOUT_MS", String(httpHeaderTimeoutMs)),
             ("READYGATE_CLOSE_LINGER_MS", "\(closeLinger)" + (closeLingerMs == nil ? " (handshake timeout)" : "")),
             ("READYGATE_THREADS", threads.map(String.init) ?? "(one per core)"),
             ("READYGATE_LOG_FORMAT", logFormat.rawValue),

@@ -133,6 +133,12 @@ public struct ReadyGateSettings: Sendable, Equatable {
     /// How long a plain HTTP request waits for the backend: to connect, and from the end of the
     /// request to the response head (`504` after it).
     public var httpResponseTimeoutMs = 60_000
+    /// How long a client connection may stay without a byte of its next request (fresh, or between
+    /// keep-alive requests) before it is closed. Longer than a Google Cloud load balancer's 600 s
+    /// keep-alive towards its backends, so the balancer is the one that closes idle connections.
+    public var httpIdleTimeoutMs = 620_000
+    /// How long a request head may take from its first byte to its end (`408` after it).
+    public var httpHeaderTimeoutMs = 60_000
     /// How long the proxy waits for a client to answer its close frame before closing the TCP
     /// connection; nil means the handshake timeout, at most 1 s (see ``closeLinger``).
     public var closeLingerMs: Int?

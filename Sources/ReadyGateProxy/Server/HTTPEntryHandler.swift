@@ -10,6 +10,11 @@ import ReadyGateCore
 /// One plain request is in flight at a time: parts of requests the client pipelined behind it wait
 /// in `queued` (and `read()` is not passed on while any wait), to be taken in order when its
 /// response is complete. So a connection can carry plain requests and then an upgrade.
+///
+/// While it waits for a request head it keeps the connection's ``RequestHeadDeadline``: a connection
+/// silent for the idle timeout is closed, one that began a head and did not finish it in the header
+/// timeout is answered `408`. One lazily re-armed timer serves every wait, so a keep-alive request
+/// costs a clock read, not a scheduled task.
 final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -38,19 +43,34 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var inputClosed = false
     /// Taking queued pipelined parts: no read until they are all routed.
     private var draining = false
+    private var headDeadline: RequestHeadDeadline
+    /// The pending check of `headDeadline`, and when it fires.
+    private var headTimer: (task: Scheduled<Void>, at: NIODeadline)?
 
     init(environment: ProxyEnvironment) {
         self.environment = environment
+        let settings = environment.settings
+        headDeadline = RequestHeadDeadline(
+            idleTimeout: .milliseconds(Int64(settings.httpIdleTimeoutMs)),
+            headerTimeout: .milliseconds(Int64(settings.httpHeaderTimeoutMs))
+        )
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if context.channel.isActive { awaitHead(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         // The forwarder holds this handler's context, which holds this handler: let go of both.
         self.context = nil
         forwarder = nil
+        cancelHeadTimer()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        awaitHead(context: context)
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -89,7 +109,16 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if case .forwarding = state { forwarder?.clientReadComplete() }
+        switch state {
+        case .forwarding:
+            forwarder?.clientReadComplete()
+        case .idle:
+            // Bytes were read and no head came of them: a head has begun.
+            headDeadline.bytesArrived(now: context.eventLoop.now)
+            armHeadTimer(context: context)
+        case .upgradeRequested, .upgrading, .done:
+            break
+        }
         context.fireChannelReadComplete()
     }
 
@@ -185,6 +214,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         state = .idle
+        awaitHead(context: context)
         draining = true
         while let part = queued.popFirst() {
             route(part, context: context)
@@ -220,6 +250,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        headDeadline.headReceived()
         // Most requests carry no `Upgrade`: they skip the conversion to Core's header list.
         guard head.headers.contains(name: "upgrade") else {
             startForwarding(head, context: context)
@@ -260,6 +291,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        cancelHeadTimer()
         if case .upgrading(let session) = state { session.clientInactiveBeforeUpgrade() }
         forwarder?.clientInactive()
         queued.removeAll()
@@ -323,8 +355,71 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
         )
         if keepAlive {
             state = .idle
+            awaitHead(context: context)
         } else {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
+
+// MARK: Waiting for a request head
+
+extension HTTPEntryHandler {
+    /// The connection is new or its last response is complete: the idle timeout runs.
+    private func awaitHead(context: ChannelHandlerContext) {
+        headDeadline.awaitHead(now: context.eventLoop.now)
+        armHeadTimer(context: context)
+    }
+
+    /// Makes sure a check is due no later than the deadline. A check due earlier is left alone: it
+    /// re-arms itself for the real deadline when it fires.
+    private func armHeadTimer(context: ChannelHandlerContext) {
+        guard let deadline = headDeadline.deadline else { return }
+        if let pending = headTimer {
+            if pending.at <= deadline { return }
+            pending.task.cancel()
+        }
+        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            headTimerFired()
+        }
+        headTimer = (task, deadline)
+    }
+
+    private func cancelHeadTimer() {
+        headTimer?.task.cancel()
+        headTimer = nil
+    }
+
+    private func headTimerFired() {
+        headTimer = nil
+        guard let context, case .idle = state else { return }
+        switch headDeadline.verdict(now: context.eventLoop.now) {
+        case nil:
+            return
+        case .wait:
+            armHeadTimer(context: context)
+        case .idle:
+            state = .done
+            environment.logger.debug(
+                "client_idle_timeout",
+                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")"]
+            )
+            context.close(promise: nil)
+        case .headTooSlow:
+            state = .done
+            environment.logger.warning(
+                "request_head_timeout",
+                metadata: [
+                    "status": "408", "timeout_ms": "\(environment.settings.httpHeaderTimeoutMs)",
+                    "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+                ]
+            )
+            respond(
+                context: context,
+                status: .requestTimeout,
+                body: "request head not complete within \(environment.settings.httpHeaderTimeoutMs) ms\n",
+                keepAlive: false
+            )
         }
     }
 }
