@@ -81,9 +81,17 @@ struct ProxyService: Service {
         try? await gracefulShutdown()
         environment.logger.info(
             "shutting_down",
-            metadata: ["reason": "signal", "sessions": "\(environment.sessions.count)"]
+            metadata: [
+                "reason": "signal", "sessions": "\(environment.sessions.count)",
+                "http_connections": "\(environment.httpConnections.count)",
+                "drain_timeout_ms": "\(settings.drainTimeoutMs)",
+            ]
         )
-        try await server.shutdown()
+        // After the drain, the sessions' close handshakes get their linger and a little more.
+        try await server.shutdown(
+            drain: .milliseconds(settings.drainTimeoutMs),
+            grace: .milliseconds(settings.closeLinger + 250)
+        )
     }
 }
 

@@ -39,6 +39,8 @@ struct SettingsOptions: ParsableArguments {
     var httpIdleTimeoutMs: String?
     @Option(help: "Answer 408 to a request head not complete within, ms (READYGATE_HTTP_HEADER_TIMEOUT_MS).")
     var httpHeaderTimeoutMs: String?
+    @Option(help: "On SIGTERM, let sessions and responses run this long, ms (READYGATE_DRAIN_TIMEOUT_MS).")
+    var drainTimeoutMs: String?
     @Option(help: "Wait for a client's close frame after the proxy's, ms (READYGATE_CLOSE_LINGER_MS).")
     var closeLingerMs: String?
     @Option(help: "Event loops (READYGATE_THREADS; default one per core).")
@@ -57,7 +59,8 @@ struct SettingsOptions: ParsableArguments {
             (.maxBufferBytes, maxBufferBytes), (.maxMessageBytes, maxMessageBytes), (.subprotocols, subprotocols),
             (.httpPoolIdleMax, httpPoolIdleMax), (.httpResponseTimeoutMs, httpResponseTimeoutMs),
             (.httpIdleTimeoutMs, httpIdleTimeoutMs), (.httpHeaderTimeoutMs, httpHeaderTimeoutMs),
-            (.closeLingerMs, closeLingerMs), (.threads, threads), (.logFormat, logFormat), (.logLevel, logLevel),
+            (.drainTimeoutMs, drainTimeoutMs), (.closeLingerMs, closeLingerMs), (.threads, threads),
+            (.logFormat, logFormat), (.logLevel, logLevel),
         ]
         var values: [ReadyGateConfigKey: String] = [:]
         for (key, value) in pairs { if let value { values[key] = value } }

@@ -58,6 +58,7 @@ struct SettingsTests {
         #expect(settings.httpPoolIdleMax == 64)
         #expect(settings.httpResponseTimeoutMs == 60_000)
         #expect(settings.closeLingerMs == nil)
+        #expect(settings.drainTimeoutMs == 8000)
         #expect(settings.httpIdleTimeoutMs == 620_000)
         #expect(settings.httpHeaderTimeoutMs == 60_000)
         #expect(settings.closeLinger == 200, "development's handshake timeout")
@@ -114,6 +115,7 @@ struct SettingsTests {
             "READYGATE_HTTP_POOL_IDLE_MAX": "0",
             "READYGATE_HTTP_RESPONSE_TIMEOUT_MS": "2500",
             "READYGATE_CLOSE_LINGER_MS": "0",
+            "READYGATE_DRAIN_TIMEOUT_MS": "0",
             "READYGATE_HTTP_IDLE_TIMEOUT_MS": "3600000",
             "READYGATE_HTTP_HEADER_TIMEOUT_MS": "1",
             "READYGATE_LOG_FORMAT": "text",
@@ -135,6 +137,7 @@ struct SettingsTests {
         #expect(settings.httpPoolIdleMax == 0)
         #expect(settings.httpResponseTimeoutMs == 2500)
         #expect(settings.closeLingerMs == 0)
+        #expect(settings.drainTimeoutMs == 0)
         #expect(settings.httpIdleTimeoutMs == 3_600_000)
         #expect(settings.httpHeaderTimeoutMs == 1)
         #expect(settings.closeLinger == 0)
@@ -331,6 +334,7 @@ struct SettingsTests {
         SettingsErrorCase("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", "0"),
         SettingsErrorCase("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", "3600001"),
         SettingsErrorCase("READYGATE_CLOSE_LINGER_MS", "-1"),
+        SettingsErrorCase("READYGATE_DRAIN_TIMEOUT_MS", "600001"),
         SettingsErrorCase("READYGATE_HTTP_IDLE_TIMEOUT_MS", "0"),
         SettingsErrorCase("READYGATE_HTTP_HEADER_TIMEOUT_MS", "3600001"),
         SettingsErrorCase("READYGATE_CLOSE_LINGER_MS", "60001"),

@@ -227,6 +227,31 @@ struct HTTPForwardIntegrationTests {
         }
     }
 
+    @Test("a shutdown closes idle connections at once and lets a response in flight finish")
+    func drain() async throws {
+        try await withHTTPBackend { _, proxy in
+            // A connection that has sent nothing waits for a request head: idle.
+            let idle = try await ClientBootstrap(group: testGroup).connect(host: "127.0.0.1", port: proxy.port).get()
+            try await RawConnection.with(port: proxy.port) { busy in
+                try await busy.send(
+                    "POST /echo HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+                )
+                _ = try await busy.read(until: "first")
+                async let shutdown: Void = proxy.server.shutdown(drain: .seconds(60), grace: .seconds(1))
+                // The proxy closing the idle connection shows that the drain has begun.
+                try await idle.closeFuture.get()
+                try await busy.send("4\r\nlast\r\n0\r\n\r\n")
+                _ = try await busy.read(until: "last")
+                _ = try await busy.read(until: "0\r\n\r\n")
+                await #expect(throws: RawConnection.ConnectionClosed.self) {
+                    _ = try await busy.read(until: "never sent")
+                }
+                try await shutdown
+            }
+            #expect(proxy.server.environment.httpConnections.count == 0)
+        }
+    }
+
     @Test("Content-Length with Transfer-Encoding is answered 400 and never reaches the backend")
     func smuggling() async throws {
         try await withHTTPBackend { backend, proxy in

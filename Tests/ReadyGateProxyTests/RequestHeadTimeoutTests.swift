@@ -1,4 +1,5 @@
 import NIOCore
+import NIOEmbedded
 import Testing
 
 @testable import ReadyGateProxy
@@ -106,5 +107,62 @@ struct EmbeddedRequestHeadTimeoutTests {
         harness.loop.advanceTime(by: .milliseconds(1))
         #expect(!harness.client.isActive)
         #expect(try harness.clientText().isEmpty, "an idle connection is closed without a 408")
+    }
+}
+
+/// What a shutdown does to plain HTTP connections, on virtual time.
+@Suite("HTTP connections in a shutdown on an EmbeddedChannel")
+struct EmbeddedHTTPDrainTests {
+    @Test("the drain closes an idle connection at once")
+    func idleClosed() throws {
+        let harness = try ForwardHarness()
+        #expect(harness.environment.httpConnections.count == 1)
+        harness.environment.httpConnections.drainAll()
+        harness.loop.run()
+        #expect(!harness.client.isActive)
+        #expect(try harness.clientText().isEmpty)
+        #expect(harness.environment.httpConnections.count == 0)
+    }
+
+    @Test("a response in flight during the drain is completed, says Connection: close, and is the last")
+    func inFlightCompleted() throws {
+        let harness = try ForwardHarness()
+        try harness.send(EmbeddedHTTPForwarderTests.get + EmbeddedHTTPForwarderTests.get)
+        harness.environment.httpConnections.drainAll()
+        harness.loop.run()
+        #expect(harness.client.isActive, "the response in flight is waited for")
+        try harness.answer(0, ForwardHarness.head(.ok, [("Content-Length", "2")]), ForwardHarness.body("ok"), .end(nil))
+        let text = try harness.clientText()
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(text.contains("Connection: close\r\n"))
+        #expect(text.hasSuffix("\r\n\r\nok"))
+        #expect(!harness.client.isActive, "the pipelined second request is not taken")
+        #expect(harness.environment.httpConnections.count == 0)
+        #expect(try harness.sentUpstream().count == 2, "one request went upstream: head and end")
+    }
+
+    @Test("at the end of the drain a response still in flight is cut off")
+    func endNowCutsOff() throws {
+        let harness = try ForwardHarness()
+        try harness.send(EmbeddedHTTPForwarderTests.get)
+        harness.environment.httpConnections.drainAll()
+        try harness.answer(0, ForwardHarness.head(.ok, [("Content-Length", "10")]), ForwardHarness.body("part"))
+        harness.environment.httpConnections.endAll()
+        harness.loop.run()
+        #expect(!harness.client.isActive)
+        #expect(!harness.upstreams[0].isActive, "a backend connection mid-response is not pooled")
+        #expect(harness.pool.idleCount == 0)
+    }
+
+    @Test("a connection opened during the drain is closed at once")
+    func lateConnection() throws {
+        let harness = try ForwardHarness()
+        harness.environment.httpConnections.drainAll()
+        harness.loop.run()
+        let late = EmbeddedChannel(loop: harness.loop)
+        try ReadyGateServer.configureHTTP1(channel: late, environment: harness.environment)
+        try late.connect(to: SocketAddress(ipAddress: "192.0.2.8", port: 40_001)).wait()
+        harness.loop.run()
+        #expect(!late.isActive)
     }
 }

@@ -404,7 +404,7 @@ struct ShutdownTests {
                 #expect(try await connection.next() == .text("ready?"))
                 // The shutdown waits for the session, which waits for the client's close frame:
                 // the client must read and answer while the shutdown runs.
-                async let shutdown: Void = proxy.server.shutdown(timeout: .seconds(30))
+                async let shutdown: Void = proxy.server.shutdown(drain: .zero, grace: .seconds(30))
                 let message = try await connection.next()
                 try await shutdown
                 return message
@@ -416,6 +416,31 @@ struct ShutdownTests {
             #expect(backend.counters.closeFrames.first?.masked == true)
             let record = try await proxy.sessions.waitFor(1)[0]
             #expect(record.endReason == .goingAway)
+        }
+    }
+
+    @Test("during the drain a session runs on and ends by itself; new connections are refused")
+    func drainLetsSessionsFinish() async throws {
+        try await withBackendAndProxy(
+            backend: { $0.setupMs = 0 },
+            proxy: { $0.readyGate = .message }
+        ) { backend, proxy in
+            try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) { connection in
+                #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
+                async let shutdown: Void = proxy.server.shutdown(drain: .seconds(60), grace: .seconds(1))
+                // The listener closes before the drain starts.
+                try await proxy.server.closeFuture.get()
+                await #expect(throws: (any Error).self) { try await sendAndLeave(port: proxy.port, bytes: []) }
+                try await connection.send(text: "still there?")
+                #expect(try await connection.next() == .text("still there?"))
+                try await connection.close(code: 1000)
+                #expect(try await connection.next() == .close(code: 1000, reason: ""))
+                try await shutdown
+            }
+            let record = try await proxy.sessions.waitFor(1)[0]
+            #expect(record.endReason != .goingAway, "the session was ended, not left to finish")
+            #expect(record.clientToUpstream.closeCode == 1000)
+            #expect(proxy.server.environment.sessions.count == 0)
         }
     }
 }

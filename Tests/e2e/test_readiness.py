@@ -391,3 +391,23 @@ async def test_ready_timeout_is_close_1013(backend, readygate):
                 await ws.recv()
     assert closed.value.rcvd is not None, "no close frame received"
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, "upstream not ready")
+
+
+async def test_sigterm_drains_then_goes_away(backend, readygate):
+    """SIGTERM: the listener closes, a live session runs on for the drain, then gets 1001."""
+    b = backend(SETUP_MS=20, SEND_READY=1)
+    rg = readygate(b.port, READYGATE_READY_GATE="message", READYGATE_DRAIN_TIMEOUT_MS=1500)
+    async with asyncio.timeout(CLIENT_TIMEOUT):
+        async with client(f"{rg.ws_url}/echo") as ws:
+            await ws.send("before")
+            assert await recv_data(ws) == "before"
+            rg.proc.terminate()
+            assert await asyncio.to_thread(rg.wait_for_records, "shutting_down"), rg.log()
+            await ws.send("during the drain")
+            assert await recv_data(ws) == "during the drain"
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+    assert closed.value.rcvd is not None, "no close frame received"
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "going away")
+    assert await asyncio.to_thread(rg.proc.wait, 10) == 0, rg.log()
+    assert rg.wait_for_records("drain_ended"), rg.log()

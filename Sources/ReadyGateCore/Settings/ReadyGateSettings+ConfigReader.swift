@@ -24,6 +24,7 @@ import Configuration
 /// | `READYGATE_HTTP_RESPONSE_TIMEOUT_MS` | ms, 1…3600000 | 60000 |
 /// | `READYGATE_HTTP_IDLE_TIMEOUT_MS` | ms, 1…3600000 | 620000 |
 /// | `READYGATE_HTTP_HEADER_TIMEOUT_MS` | ms, 1…3600000 | 60000 |
+/// | `READYGATE_DRAIN_TIMEOUT_MS` | ms, 0…600000 | 8000 |
 /// | `READYGATE_CLOSE_LINGER_MS` | ms, 0…60000 | the handshake timeout, at most 1000 |
 /// | `READYGATE_THREADS` | 1…256 | one per core |
 /// | `READYGATE_LOG_FORMAT` | json, text | json |
@@ -50,6 +51,7 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case httpResponseTimeoutMs = "READYGATE_HTTP_RESPONSE_TIMEOUT_MS"
     case httpIdleTimeoutMs = "READYGATE_HTTP_IDLE_TIMEOUT_MS"
     case httpHeaderTimeoutMs = "READYGATE_HTTP_HEADER_TIMEOUT_MS"
+    case drainTimeoutMs = "READYGATE_DRAIN_TIMEOUT_MS"
     case closeLingerMs = "READYGATE_CLOSE_LINGER_MS"
     case threads = "READYGATE_THREADS"
     case logFormat = "READYGATE_LOG_FORMAT"
@@ -142,6 +144,7 @@ extension ReadyGateSettings {
             in: 1...3_600_000,
             default: httpHeaderTimeoutMs
         )
+        drainTimeoutMs = try source.integer(.drainTimeoutMs, in: 0...600_000, default: drainTimeoutMs)
         if source.value(.closeLingerMs) != nil {
             closeLingerMs = try source.integer(.closeLingerMs, in: 0...60_000)
         }
@@ -181,6 +184,7 @@ extension ReadyGateSettings {
             ("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", String(httpResponseTimeoutMs)),
             ("READYGATE_HTTP_IDLE_TIMEOUT_MS", String(httpIdleTimeoutMs)),
             ("READYGATE_HTTP_HEADER_TIMEOUT_MS", String(httpHeaderTimeoutMs)),
+            ("READYGATE_DRAIN_TIMEOUT_MS", String(drainTimeoutMs)),
             ("READYGATE_CLOSE_LINGER_MS", "\(closeLinger)" + (closeLingerMs == nil ? " (handshake timeout)" : "")),
             ("READYGATE_THREADS", threads.map(String.init) ?? "(one per core)"),
             ("READYGATE_LOG_FORMAT", logFormat.rawValue),

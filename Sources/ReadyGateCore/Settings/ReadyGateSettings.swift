@@ -139,6 +139,9 @@ public struct ReadyGateSettings: Sendable, Equatable {
     public var httpIdleTimeoutMs = 620_000
     /// How long a request head may take from its first byte to its end (`408` after it).
     public var httpHeaderTimeoutMs = 60_000
+    /// On SIGTERM, how long sessions and HTTP responses in flight may run on before the rest are
+    /// ended (DESIGN §6; inside Cloud Run's 10 s).
+    public var drainTimeoutMs = 8000
     /// How long the proxy waits for a client to answer its close frame before closing the TCP
     /// connection; nil means the handshake timeout, at most 1 s (see ``closeLinger``).
     public var closeLingerMs: Int?

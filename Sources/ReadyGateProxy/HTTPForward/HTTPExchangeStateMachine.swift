@@ -122,6 +122,11 @@ struct HTTPExchangeStateMachine {
 
     /// A request head; the forwarder takes an idle connection (``connected(attempt:reused:bufferedBodyBytes:)``
     /// with `attempt` nil) or opens one (``connectStarted()``).
+    /// The client's connection must close after this response (the proxy is shutting down).
+    mutating func clientMustClose() {
+        clientKeepAlive = false
+    }
+
     mutating func requestStarted(clientKeepAlive: Bool) {
         state = .connecting
         self.clientKeepAlive = clientKeepAlive

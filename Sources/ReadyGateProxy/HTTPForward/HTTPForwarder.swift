@@ -138,6 +138,13 @@ final class HTTPForwarder {
         upstream?.resumeRead()
     }
 
+    /// The proxy is shutting down: the response in flight is the connection's last. Its head says
+    /// `Connection: close` unless it is already out.
+    func closeClientAfterResponse() {
+        clientKeepAlive = false
+        machine.clientMustClose()
+    }
+
     /// The client's connection closed: the backend connection cannot be reused mid-exchange.
     func clientInactive() {
         let responseStarted = machine.responseStarted

@@ -46,6 +46,8 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var headDeadline: RequestHeadDeadline
     /// The pending check of `headDeadline`, and when it fires.
     private var headTimer: (task: Scheduled<Void>, at: NIODeadline)?
+    /// In `environment.httpConnections`, so that a shutdown can close this connection.
+    private var registered = false
 
     init(environment: ProxyEnvironment) {
         self.environment = environment
@@ -58,19 +60,34 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { awaitHead(context: context) }
+        if context.channel.isActive { connectionOpened(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         // The forwarder holds this handler's context, which holds this handler: let go of both.
         self.context = nil
         forwarder = nil
-        cancelHeadTimer()
+        connectionLeft()
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        awaitHead(context: context)
+        connectionOpened(context: context)
         context.fireChannelActive()
+    }
+
+    private func connectionOpened(context: ChannelHandlerContext) {
+        registered = true
+        environment.httpConnections.add(self, on: context.eventLoop)
+        awaitHead(context: context)
+    }
+
+    /// The connection closed, or a WebSocket session took it over (it registers itself).
+    private func connectionLeft() {
+        cancelHeadTimer()
+        if registered {
+            registered = false
+            environment.httpConnections.remove(self)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -291,7 +308,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        cancelHeadTimer()
+        connectionLeft()
         if case .upgrading(let session) = state { session.clientInactiveBeforeUpgrade() }
         forwarder?.clientInactive()
         queued.removeAll()
@@ -358,6 +375,42 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
             awaitHead(context: context)
         } else {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
+
+// MARK: Shutdown
+
+extension HTTPEntryHandler: ShutdownParticipant {
+    /// The proxy is shutting down: a connection waiting for a request is closed; one with a request
+    /// in flight is closed after its response (requests pipelined behind it are not taken). An
+    /// upgrade's session is in the session registry.
+    func drain() {
+        guard let context else { return }
+        switch state {
+        case .idle:
+            state = .done
+            context.close(promise: nil)
+        case .forwarding:
+            forwarder?.closeClientAfterResponse()
+        case .upgradeRequested, .upgrading, .done:
+            break
+        }
+    }
+
+    /// The drain time is over: a response still in flight is cut off.
+    func endNow() {
+        guard let context else { return }
+        switch state {
+        case .idle, .forwarding:
+            environment.logger.warning(
+                "http_connection_ended_by_shutdown",
+                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")"]
+            )
+            state = .done
+            context.close(promise: nil)
+        case .upgradeRequested, .upgrading, .done:
+            break
         }
     }
 }

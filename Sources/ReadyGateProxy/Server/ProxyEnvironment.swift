@@ -26,8 +26,10 @@ public struct ProxyEnvironment: Sendable {
     public var logger: Logger { shared.logger }
     /// Called with each finished session's record (tests, metrics). Runs on the session's event loop.
     public var onSessionEnd: (@Sendable (SessionRecord) -> Void)? { shared.onSessionEnd }
-    /// The live sessions, for shutdown.
-    public let sessions = SessionRegistry()
+    /// The live WebSocket sessions, for shutdown.
+    public let sessions = ConnectionRegistry()
+    /// The client connections an ``HTTPEntryHandler`` still owns (before any upgrade), for shutdown.
+    public let httpConnections = ConnectionRegistry()
     /// The backend keep-alive pools for plain HTTP, one per event loop.
     var httpPools = UpstreamPools()
 

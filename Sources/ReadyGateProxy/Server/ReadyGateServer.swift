@@ -66,13 +66,44 @@ public final class ReadyGateServer: Sendable {
         }
     }
 
-    /// Stops accepting, ends every live session with `1001 going away`, and returns when they
-    /// have finished (or after `timeout`).
-    public func shutdown(timeout: Duration = .seconds(2)) async throws {
+    /// Shuts down as DESIGN §6 says. The listener closes; plain HTTP connections close when idle
+    /// or after their response in flight; WebSocket sessions run on. Whatever is still open after
+    /// `drain` is ended: sessions with `1001 going away`, HTTP connections at once. Returns when
+    /// nothing is left, or `grace` after the end (the sessions' close handshakes fit in it).
+    public func shutdown(drain: Duration, grace: Duration) async throws {
         try await close()
-        environment.sessions.endAllGoingAway()
-        if await !environment.sessions.waitUntilEmpty(timeout: timeout) {
-            environment.logger.warning("shutdown_timeout", metadata: ["sessions": "\(environment.sessions.count)"])
+        environment.sessions.drainAll()
+        environment.httpConnections.drainAll()
+        if await waitUntilNothingLeft(timeout: drain) { return }
+        environment.logger.info(
+            "drain_ended",
+            metadata: [
+                "sessions": "\(environment.sessions.count)",
+                "http_connections": "\(environment.httpConnections.count)",
+            ]
+        )
+        environment.sessions.endAll()
+        environment.httpConnections.endAll()
+        if await waitUntilNothingLeft(timeout: grace) { return }
+        environment.logger.warning(
+            "shutdown_timeout",
+            metadata: [
+                "sessions": "\(environment.sessions.count)",
+                "http_connections": "\(environment.httpConnections.count)",
+            ]
+        )
+    }
+
+    /// Waits until both registries are empty at once: a connection whose upgrade was read moves
+    /// from one to the other.
+    private func waitUntilNothingLeft(timeout: Duration) async -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while true {
+            guard await environment.sessions.waitUntilEmpty(timeout: max(deadline - clock.now, .zero)),
+                await environment.httpConnections.waitUntilEmpty(timeout: max(deadline - clock.now, .zero))
+            else { return false }
+            if environment.sessions.count == 0, environment.httpConnections.count == 0 { return true }
         }
     }
 

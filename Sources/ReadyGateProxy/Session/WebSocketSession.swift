@@ -763,3 +763,10 @@ private struct HandshakeState {
     /// The backend's refusal, relayed as it was in `upstream` accept mode.
     var rejection: (head: HTTPResponseHead, body: ByteBuffer?)?
 }
+
+extension WebSocketSession: ShutdownParticipant {
+    /// A session runs on while the proxy drains: most end by themselves, the rest at the deadline.
+    func drain() {}
+
+    func endNow() { shutdown() }
+}
