@@ -103,10 +103,7 @@ struct HTTPForwardIntegrationTests {
             #expect(echoed.head.headers["transfer-encoding"] == ["chunked"])
             let streamed = try #require(download)
             #expect(streamed.body.readableBytes == 1_000_000)
-            let pattern = streamed.body.readableBytesView.enumerated().allSatisfy {
-                $0.element == UInt8($0.offset % 251)
-            }
-            #expect(pattern)
+            #expect(streamed.body == HTTPTestBackend.streamBytes(1_000_000), "the download differs")
         }
     }
 
@@ -295,17 +292,17 @@ struct HTTPForwardIntegrationTests {
     @Test("a body already sent on a connection that then fails is not replayed: 502")
     func staleConnectionWithBodyNotRetried() async throws {
         try await withHTTPBackend(dropSecondRequest: true) { backend, proxy in
-            let statuses = try await TestHTTPConnection.with(port: proxy.port) { connection in
-                let first = try await connection.request(.GET, "/")?.status
-                let second = try await connection.request(
-                    .POST,
-                    "/sum",
-                    headers: [("Content-Length", "5")],
-                    body: [ByteBuffer(string: "hello")]
+            try await RawConnection.with(port: proxy.port) { connection in
+                try await connection.send("GET / HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+                #expect(try await connection.read(until: "hello").hasPrefix("HTTP/1.1 200 OK\r\n"))
+                // Head and body in one packet: the proxy reads them together and writes both to
+                // the pooled connection before the backend's close can reach it. (Sent apart, the
+                // close may come before any body byte went out, and then a retry is right.)
+                try await connection.send(
+                    "POST /sum HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 5\r\n\r\nhello"
                 )
-                return [first, second?.status]
+                #expect(try await connection.read(until: "\r\n").hasPrefix("HTTP/1.1 502"))
             }
-            #expect(statuses == [200, 502])
             #expect(backend.snapshot.requests == 2)
         }
     }

@@ -69,6 +69,18 @@ final class HTTPTestBackend: Sendable {
     func close() async throws {
         try await channel.close()
     }
+
+    /// The body of `/stream/<count>`: the bytes `0…250`, repeated.
+    static func streamBytes(_ count: Int) -> ByteBuffer {
+        let period = ByteBuffer(bytes: (0..<251).map { UInt8($0) })
+        var bytes = ByteBuffer()
+        bytes.reserveCapacity(count)
+        while bytes.readableBytes < count {
+            var next = period.getSlice(at: 0, length: min(251, count - bytes.readableBytes))!
+            bytes.writeBuffer(&next)
+        }
+        return bytes
+    }
 }
 
 /// SHA-256 over streamed parts, as hex: the checksum the test and the backend compute the same
@@ -162,11 +174,13 @@ final class HTTPTestBackendHandler: ChannelInboundHandler {
                 wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))),
                 promise: nil
             )
+            // Slices of one buffer: the event loop is shared with every other test, and a loop
+            // that builds a megabyte byte by byte (in a debug build) stalls them all.
+            let whole = HTTPTestBackend.streamBytes(count)
             var sent = 0
             while sent < count {
                 let size = min(16_384, count - sent)
-                var part = context.channel.allocator.buffer(capacity: size)
-                for index in sent..<(sent + size) { part.writeInteger(UInt8(index % 251)) }
+                let part = whole.getSlice(at: whole.readerIndex + sent, length: size)!
                 context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
                 sent += size
             }

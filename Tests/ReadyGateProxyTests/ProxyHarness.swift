@@ -17,6 +17,7 @@ struct ProxyFixture {
 
     static func start(
         upstreamPort: Int,
+        group: any EventLoopGroup = testGroup,
         _ configure: (inout ReadyGateSettings) -> Void = { _ in }
     ) async throws -> ProxyFixture {
         var settings = ReadyGateSettings()
@@ -34,7 +35,7 @@ struct ProxyFixture {
             logger: Logger(label: "readygate-test", factory: { _ in SwiftLogNoOpLogHandler() }),
             onSessionEnd: { record in sessions.append(record) }
         )
-        let server = try await ReadyGateServer.start(environment: environment, group: testGroup)
+        let server = try await ReadyGateServer.start(environment: environment, group: group)
         return ProxyFixture(server: server, sessions: sessions)
     }
 
@@ -44,6 +45,19 @@ struct ProxyFixture {
 }
 
 let testGroup = MultiThreadedEventLoopGroup.singleton
+
+/// Runs `body` with an event loop group of its own (two loops), shut down afterwards.
+func withOwnLoops<T>(_ body: (MultiThreadedEventLoopGroup) async throws -> T) async throws -> T {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    do {
+        let result = try await body(group)
+        try await group.shutdownGracefully()
+        return result
+    } catch {
+        try? await group.shutdownGracefully()
+        throw error
+    }
+}
 
 /// Finished sessions' records, with a way to wait for the next ones.
 final class SessionRecords: Sendable {
@@ -218,18 +232,21 @@ extension DemoBackend {
 }
 
 /// Starts the demo backend and a ReadyGate in front of it, runs `body`, and stops both, even when
-/// `body` throws.
+/// `body` throws. Both run on `group`: a test that keeps its loops busy for long (megabytes
+/// masked byte by byte in a debug build) passes a group of its own, so that it does not stall
+/// the loops every other test shares.
 func withBackendAndProxy<T>(
+    group: any EventLoopGroup = testGroup,
     backend configureBackend: (inout DemoBackendConfiguration) -> Void,
     proxy configureProxy: (inout ReadyGateSettings) -> Void,
     _ body: (DemoBackend, ProxyFixture) async throws -> T
 ) async throws -> T {
     var configuration = DemoBackendConfiguration()
     configureBackend(&configuration)
-    let backend = try await DemoBackend.start(configuration: configuration, group: testGroup)
+    let backend = try await DemoBackend.start(configuration: configuration, group: group)
     let proxy: ProxyFixture
     do {
-        proxy = try await ProxyFixture.start(upstreamPort: backend.port, configureProxy)
+        proxy = try await ProxyFixture.start(upstreamPort: backend.port, group: group, configureProxy)
     } catch {
         try? await backend.close()
         throw error
