@@ -40,7 +40,7 @@ for target in nginx haproxy readygate; do
     haproxy) haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & port=10203 ;;
     readygate)
         READYGATE_LISTEN=127.0.0.1:10204 READYGATE_UPSTREAM=http://127.0.0.1:10201 READYGATE_ENV=testing \
-            READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL=warning "$RG_BIN" serve >/dev/null 2>&1 &
+            READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL=warning READYGATE_ADMIN_LISTEN=off "$RG_BIN" serve >/dev/null 2>&1 &
         port=10204 ;;
     esac
     pid=$!

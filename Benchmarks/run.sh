@@ -163,7 +163,7 @@ proxy_cmd() { # target port -> command line (array in PROXY_CMD)
 
 proxy_env() { # target port
     export READYGATE_LISTEN="127.0.0.1:$2" READYGATE_UPSTREAM="http://127.0.0.1:$ECHO_PORT" READYGATE_ENV=testing \
-        READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL=warning \
+        READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL=warning READYGATE_ADMIN_LISTEN=off \
         READYGATE_HANDSHAKE_TIMEOUT_MS="${READYGATE_HANDSHAKE_TIMEOUT_MS:-5000}"
     if [[ "$1" == readygate0 ]]; then export READYGATE_BASE_DELAY_MS=0; else unset READYGATE_BASE_DELAY_MS; fi
 }

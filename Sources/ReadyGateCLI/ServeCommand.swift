@@ -65,6 +65,25 @@ struct ProxyService: Service {
             printError("readygate: cannot listen on \(settings.listen): \(error)")
             throw ExitCode(1)
         }
+        var admin: AdminServer?
+        do {
+            if let address = settings.adminListen {
+                admin = try await AdminServer.start(address: address, environment: environment, group: group)
+            }
+        } catch {
+            let address = settings.adminListen.map { "\($0)" } ?? "-"
+            environment.logger.critical(
+                "admin_listen_failed",
+                metadata: ["address": "\(address)", "error": "\(error)"]
+            )
+            printError("readygate: cannot listen on \(address) (READYGATE_ADMIN_LISTEN): \(error)")
+            try? await server.close()
+            throw ExitCode(1)
+        }
+        var adminAddress = "off"
+        if let address = settings.adminListen, let admin {
+            adminAddress = "\(HostAndPort(host: address.host, port: admin.port))"
+        }
         environment.logger.info(
             "listening",
             metadata: [
@@ -76,9 +95,11 @@ struct ProxyService: Service {
                 "base_delay_ms": "\(settings.timing.baseDelayMs)",
                 "handshake_timeout_ms": "\(settings.timing.handshakeTimeoutMs)",
                 "threads": "\(threads)",
+                "admin": "\(adminAddress)",
             ]
         )
         try? await gracefulShutdown()
+        environment.beginDraining()
         environment.logger.info(
             "shutting_down",
             metadata: [
@@ -92,6 +113,7 @@ struct ProxyService: Service {
             drain: .milliseconds(settings.drainTimeoutMs),
             grace: .milliseconds(settings.closeLinger + 250)
         )
+        try? await admin?.close()
     }
 }
 

@@ -9,6 +9,10 @@ struct SettingsOptions: ParsableArguments {
     var env: String?
     @Option(help: "host:port to listen on (READYGATE_LISTEN; default 0.0.0.0:$PORT, else 0.0.0.0:8080).")
     var listen: String?
+    @Option(
+        help: "host:port of /healthz, /readyz and /metrics, or off (READYGATE_ADMIN_LISTEN; default 127.0.0.1:9901)."
+    )
+    var adminListen: String?
     @Option(help: "Backend URL, http:// or ws:// (READYGATE_UPSTREAM; default http://127.0.0.1:8000).")
     var upstream: String?
     @Option(help: "immediate or upstream (READYGATE_ACCEPT_MODE).")
@@ -53,7 +57,8 @@ struct SettingsOptions: ParsableArguments {
     /// The flags that were given, keyed like the environment variables they override.
     var flagValues: [ReadyGateConfigKey: String] {
         let pairs: [(ReadyGateConfigKey, String?)] = [
-            (.env, env), (.listen, listen), (.upstream, upstream), (.acceptMode, acceptMode),
+            (.env, env), (.listen, listen), (.adminListen, adminListen), (.upstream, upstream),
+            (.acceptMode, acceptMode),
             (.readyGate, readyGate), (.readyMessage, readyMessage), (.readyTimeoutAction, readyTimeoutAction),
             (.baseDelayMs, baseDelayMs), (.handshakeTimeoutMs, handshakeTimeoutMs), (.retryCapMs, retryCapMs),
             (.maxBufferBytes, maxBufferBytes), (.maxMessageBytes, maxMessageBytes), (.subprotocols, subprotocols),

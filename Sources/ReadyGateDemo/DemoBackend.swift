@@ -100,8 +100,13 @@ public final class DemoBackend: Sendable {
         return DemoBackend(configuration: configuration, channel: channel, state: state)
     }
 
+    /// Stops listening; closing twice is harmless.
     public func close() async throws {
-        try await channel.close()
+        do {
+            try await channel.close()
+        } catch ChannelError.alreadyClosed {
+            return
+        }
     }
 
     private static func configure(

@@ -39,6 +39,14 @@ struct SettingsErrorCase: Sendable, CustomTestStringConvertible {
 struct SettingsTests {
     // MARK: Defaults
 
+    @Test("READYGATE_ADMIN_LISTEN=off turns the admin listener off, in any case")
+    func adminOff() throws {
+        #expect(try readSettings(["READYGATE_ADMIN_LISTEN": "off"]).adminListen == nil)
+        #expect(try readSettings(["READYGATE_ADMIN_LISTEN": " OFF "]).adminListen == nil)
+        let shown = try readSettings(["READYGATE_ADMIN_LISTEN": "off"]).effectiveValues
+        #expect(shown.contains { $0 == ("READYGATE_ADMIN_LISTEN", "off") })
+    }
+
     @Test("an empty environment gives the documented defaults")
     func defaults() throws {
         let settings = try readSettings([:])
@@ -46,6 +54,7 @@ struct SettingsTests {
         #expect(settings.environmentSource == nil)
         #expect(settings.timing == DeploymentEnvironment.development.profile)
         #expect(settings.listen == HostAndPort(host: "0.0.0.0", port: 8080))
+        #expect(settings.adminListen == HostAndPort(host: "127.0.0.1", port: 9901))
         #expect(settings.upstream == UpstreamTarget(host: "127.0.0.1", port: 8000, usesTLS: false))
         #expect(settings.acceptMode == .immediate)
         #expect(settings.readyGate == .delay)
@@ -100,6 +109,7 @@ struct SettingsTests {
         let settings = try readSettings([
             "READYGATE_ENV": "testing",
             "READYGATE_LISTEN": "127.0.0.1:9000",
+            "READYGATE_ADMIN_LISTEN": "[::1]:9902",
             "READYGATE_UPSTREAM": "wss://backend.internal:8443",
             "READYGATE_ACCEPT_MODE": "upstream",
             "READYGATE_READY_GATE": "message",
@@ -124,6 +134,7 @@ struct SettingsTests {
         #expect(settings.environment == .testing)
         #expect(settings.environmentSource == "READYGATE_ENV")
         #expect(settings.listen == HostAndPort(host: "127.0.0.1", port: 9000))
+        #expect(settings.adminListen == HostAndPort(host: "::1", port: 9902))
         #expect(settings.upstream == UpstreamTarget(host: "backend.internal", port: 8443, usesTLS: true))
         #expect(settings.acceptMode == .upstream)
         #expect(settings.readyGate == .message)
@@ -277,6 +288,7 @@ struct SettingsTests {
         SettingsErrorCase("READYGATE_ENV", "nope", also: ["ENVIRONMENT": "staging"]),
         // Listener.
         SettingsErrorCase("READYGATE_LISTEN", "nonsense"),
+        SettingsErrorCase("READYGATE_ADMIN_LISTEN", "9901"),
         SettingsErrorCase("READYGATE_LISTEN", "8080"),
         SettingsErrorCase("READYGATE_LISTEN", "host:99999"),
         SettingsErrorCase("READYGATE_LISTEN", "host:-1"),

@@ -9,6 +9,7 @@ import Configuration
 /// | `READYGATE_ENV` / `ENVIRONMENT` | testing, development, staging, production | detected (DESIGN §3) |
 /// | `READYGATE_LISTEN` | host:port | `0.0.0.0:$PORT`, else `0.0.0.0:8080` |
 /// | `PORT` | port | 8080 |
+/// | `READYGATE_ADMIN_LISTEN` | host:port, or `off` | `127.0.0.1:9901` |
 /// | `READYGATE_UPSTREAM` | http(s):// or ws(s):// URL | `http://127.0.0.1:8000` |
 /// | `READYGATE_ACCEPT_MODE` | immediate, upstream | immediate |
 /// | `READYGATE_READY_GATE` | delay, message | delay |
@@ -36,6 +37,7 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case kubernetesServiceHost = "KUBERNETES_SERVICE_HOST"
     case listen = "READYGATE_LISTEN"
     case port = "PORT"
+    case adminListen = "READYGATE_ADMIN_LISTEN"
     case upstream = "READYGATE_UPSTREAM"
     case acceptMode = "READYGATE_ACCEPT_MODE"
     case readyGate = "READYGATE_READY_GATE"
@@ -97,6 +99,20 @@ extension ReadyGateSettings {
             listen = parsed
         } else if source.value(.port) != nil {
             listen = HostAndPort(host: "0.0.0.0", port: try source.integer(.port, in: 1...65535))
+        }
+        if let text = source.value(.adminListen) {
+            if text.lowercased() == "off" {
+                adminListen = nil
+            } else {
+                guard let parsed = HostAndPort.parse(text) else {
+                    throw SettingsError(
+                        variable: .adminListen,
+                        value: text,
+                        allowed: "host:port, [ipv6]:port, :port or off"
+                    )
+                }
+                adminListen = parsed
+            }
         }
         if let text = source.value(.upstream) {
             guard let parsed = UpstreamTarget.parse(text) else {
@@ -169,6 +185,7 @@ extension ReadyGateSettings {
         [
             ("READYGATE_ENV", environment.rawValue + (environmentSource.map { " (from \($0))" } ?? " (default)")),
             ("READYGATE_LISTEN", listen.description),
+            ("READYGATE_ADMIN_LISTEN", adminListen?.description ?? "off"),
             ("READYGATE_UPSTREAM", upstream.description),
             ("READYGATE_ACCEPT_MODE", acceptMode.rawValue),
             ("READYGATE_READY_GATE", readyGate.rawValue),

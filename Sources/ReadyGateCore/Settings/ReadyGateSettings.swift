@@ -113,6 +113,8 @@ public struct ReadyGateSettings: Sendable, Equatable {
     /// The variable the environment came from; nil when it was the fallback.
     public var environmentSource: String?
     public var listen = HostAndPort(host: "0.0.0.0", port: 8080)
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`); nil when turned off.
+    public var adminListen: HostAndPort? = HostAndPort(host: "127.0.0.1", port: 9901)
     public var upstream = UpstreamTarget(host: "127.0.0.1", port: 8000, usesTLS: false)
     public var acceptMode: AcceptMode = .immediate
     public var readyGate: ReadyGateMode = .delay

@@ -27,6 +27,7 @@ final class HTTPForwarder {
     private let context: ChannelHandlerContext
     private let pool: UpstreamPool
     private let logger: Logger
+    private let metrics: ProxyMetrics
     private let responseTimeout: TimeAmount
     private let clientAddress: String?
     /// `X-Forwarded-For` and `Forwarded` of this client, computed once per connection.
@@ -59,6 +60,7 @@ final class HTTPForwarder {
         self.context = context
         self.pool = pool
         self.logger = environment.logger
+        self.metrics = environment.metrics
         self.responseTimeout = .milliseconds(Int64(environment.settings.httpResponseTimeoutMs))
         self.clientAddress = context.channel.remoteAddress?.ipAddress
         (forwardedFor, forwardedElement) = ForwardedMessage.forwardedIdentity(clientAddress: clientAddress)
@@ -170,6 +172,7 @@ final class HTTPForwarder {
                 closeDelimited: answer.closeDelimited
             ) {
             case .relay:
+                metrics.httpResponse(head.status, fromBackend: true)
                 lastProgress = context.eventLoop.now
                 context.write(NIOAny(HTTPServerResponsePart.head(answer.head)), promise: nil)
                 clientNeedsFlush = true
@@ -354,6 +357,7 @@ final class HTTPForwarder {
             metadata: exchangeMetadata(["status": "\(status.code)", "reason": "\(reason)"])
         )
         abandonUpstream()
+        metrics.httpResponse(status, fromBackend: false)
         let context = self.context
         context.writeHTTPResponse(
             status: status,

@@ -363,6 +363,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
         keepAlive: Bool,
         extraHeaders: HTTPHeaders = HTTPHeaders()
     ) {
+        environment.metrics.httpResponse(status, fromBackend: false)
         let done = context.writeHTTPResponse(
             status: status,
             headers: extraHeaders,

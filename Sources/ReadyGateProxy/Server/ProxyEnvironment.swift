@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import ReadyGateCore
 
@@ -12,6 +13,8 @@ public struct ProxyEnvironment: Sendable {
         let settings: ReadyGateSettings
         let logger: Logger
         let onSessionEnd: (@Sendable (SessionRecord) -> Void)?
+        let metrics = ProxyMetrics()
+        let draining = NIOLockedValueBox(false)
 
         init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)?) {
             self.settings = settings
@@ -26,6 +29,16 @@ public struct ProxyEnvironment: Sendable {
     public var logger: Logger { shared.logger }
     /// Called with each finished session's record (tests, metrics). Runs on the session's event loop.
     public var onSessionEnd: (@Sendable (SessionRecord) -> Void)? { shared.onSessionEnd }
+    /// This proxy's metrics, rendered by the admin listener's `/metrics`.
+    public var metrics: ProxyMetrics { shared.metrics }
+    /// A shutdown has begun: `/readyz` fails from then on.
+    public var isDraining: Bool { shared.draining.withLockedValue { $0 } }
+
+    /// From now on `/readyz` fails (a shutdown has begun; ``ReadyGateServer/shutdown(drain:grace:)``
+    /// calls it too).
+    public func beginDraining() {
+        shared.draining.withLockedValue { $0 = true }
+    }
     /// The live WebSocket sessions, for shutdown.
     public let sessions = ConnectionRegistry()
     /// The client connections an ``HTTPEntryHandler`` still owns (before any upgrade), for shutdown.

@@ -71,6 +71,7 @@ public final class ReadyGateServer: Sendable {
     /// `drain` is ended: sessions with `1001 going away`, HTTP connections at once. Returns when
     /// nothing is left, or `grace` after the end (the sessions' close handshakes fit in it).
     public func shutdown(drain: Duration, grace: Duration) async throws {
+        environment.beginDraining()
         try await close()
         environment.sessions.drainAll()
         environment.httpConnections.drainAll()

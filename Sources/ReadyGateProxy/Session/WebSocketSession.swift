@@ -90,6 +90,7 @@ final class WebSocketSession {
 
     func start() {
         environment.sessions.add(self, on: eventLoop)
+        environment.metrics.sessionStarted()
         clientChannel.closeFuture.assumeIsolated().whenComplete { [self] _ in clientChannelClosed() }
         let actions = machine.start(
             clientOfferedSubprotocols: !(handshake?.upgrade.subprotocols.isEmpty ?? true),
@@ -597,6 +598,7 @@ final class WebSocketSession {
         body: ByteBuffer,
         contentType: String?
     ) {
+        environment.metrics.httpResponse(status, fromBackend: false)
         context.writeHTTPResponse(
             status: status,
             headers: headers,
@@ -706,6 +708,8 @@ final class WebSocketSession {
             for transition in machine.invalidTransitions {
                 logger.error("invalid_session_transition", metadata: ["transition": "\(transition)"])
             }
+            // Counted before the summary is logged: whoever reads the summary finds the metrics.
+            environment.metrics.sessionEnded(record)
             var metadata = Logger.Metadata()
             for (key, value) in record.summaryFields { metadata[key] = "\(value)" }
             logger.info("session_summary", metadata: metadata)
