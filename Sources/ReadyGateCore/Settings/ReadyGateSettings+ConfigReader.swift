@@ -92,36 +92,20 @@ extension ReadyGateSettings {
         environmentSource = detected.source
         timing = environment.profile
 
-        if let text = source.value(.listen) {
-            guard let parsed = HostAndPort.parse(text) else {
-                throw SettingsError(variable: .listen, value: text, allowed: "host:port, [ipv6]:port or :port")
-            }
+        let addressForms = "host:port, [ipv6]:port or :port"
+        let address: (String) -> HostAndPort? = { HostAndPort.parse($0) }
+        if let parsed = try source.parsed(.listen, allowed: addressForms, address) {
             listen = parsed
         } else if source.value(.port) != nil {
             listen = HostAndPort(host: "0.0.0.0", port: try source.integer(.port, in: 1...65535))
         }
-        if let text = source.value(.adminListen) {
-            if text.lowercased() == "off" {
-                adminListen = nil
-            } else {
-                guard let parsed = HostAndPort.parse(text) else {
-                    throw SettingsError(
-                        variable: .adminListen,
-                        value: text,
-                        allowed: "host:port, [ipv6]:port, :port or off"
-                    )
-                }
-                adminListen = parsed
-            }
+        if source.value(.adminListen)?.lowercased() == "off" {
+            adminListen = nil
+        } else if let parsed = try source.parsed(.adminListen, allowed: addressForms + ", or off", address) {
+            adminListen = parsed
         }
-        if let text = source.value(.upstream) {
-            guard let parsed = UpstreamTarget.parse(text) else {
-                throw SettingsError(
-                    variable: .upstream,
-                    value: text,
-                    allowed: "http://host:port, ws://host:port, https://host:port or wss://host:port"
-                )
-            }
+        let upstreamForms = "http://host:port, ws://host:port, https://host:port or wss://host:port"
+        if let parsed = try source.parsed(.upstream, allowed: upstreamForms, UpstreamTarget.parse) {
             upstream = parsed
         }
         acceptMode = try source.choice(.acceptMode, default: acceptMode)
@@ -248,6 +232,13 @@ private struct SettingsSource {
             )
         }
         return number
+    }
+
+    /// The value read by `parse`, nil when unset; a value `parse` rejects throws, naming `allowed`.
+    func parsed<T>(_ key: ReadyGateConfigKey, allowed: String, _ parse: (String) -> T?) throws(SettingsError) -> T? {
+        guard let text = value(key) else { return nil }
+        guard let parsed = parse(text) else { throw SettingsError(variable: key, value: text, allowed: allowed) }
+        return parsed
     }
 
     func choice<T: RawRepresentable & CaseIterable>(_ key: ReadyGateConfigKey, default fallback: T)
