@@ -70,8 +70,9 @@ struct AdminServerTests {
 
     @Test("/metrics counts sessions by end, race patterns, early frames and HTTP responses by source")
     func metrics() async throws {
-        // A backend that is ready 100 ms after the 101: the client's first frame is early.
-        try await withAdmin(backend: { $0.setupMs = 100 }) { _, proxy, admin in
+        // A backend that is ready 1 s after the 101: the client's first frame, sent with its
+        // upgrade, is early even on a loaded machine.
+        try await withAdmin(backend: { $0.setupMs = 1000 }) { _, proxy, admin in
             #expect(await earlyClientSession(port: proxy.port, message: "early") == .echoed)
             _ = try await proxy.sessions.waitFor(1)
             let plain = try await TestHTTPConnection.with(port: proxy.port) { try await $0.request(.GET, "/") }

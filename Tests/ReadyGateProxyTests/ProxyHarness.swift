@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -32,7 +33,7 @@ struct ProxyFixture {
         let sessions = SessionRecords()
         let environment = ProxyEnvironment(
             settings: settings,
-            logger: Logger(label: "readygate-test", factory: { _ in SwiftLogNoOpLogHandler() }),
+            logger: testLogger(label: "readygate-test-\(upstreamPort)"),
             onSessionEnd: { record in sessions.append(record) }
         )
         let server = try await ReadyGateServer.start(environment: environment, group: group)
@@ -45,6 +46,17 @@ struct ProxyFixture {
 }
 
 let testGroup = MultiThreadedEventLoopGroup.singleton
+
+/// Silent, unless `READYGATE_TEST_LOG` is set: then every proxy of the tests logs at debug to
+/// standard error, labelled with its backend's port (for a test that fails only under load).
+func testLogger(label: String) -> Logger {
+    guard ProcessInfo.processInfo.environment["READYGATE_TEST_LOG"] != nil else {
+        return Logger(label: label, factory: { _ in SwiftLogNoOpLogHandler() })
+    }
+    var logger = Logger(label: label, factory: { StreamLogHandler.standardError(label: $0) })
+    logger.logLevel = .debug
+    return logger
+}
 
 /// Runs `body` with an event loop group of its own (two loops), shut down afterwards.
 func withOwnLoops<T>(_ body: (MultiThreadedEventLoopGroup) async throws -> T) async throws -> T {

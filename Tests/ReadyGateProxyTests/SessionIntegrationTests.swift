@@ -402,17 +402,20 @@ struct ShutdownTests {
         ) {
             backend,
             proxy in
-            let message = try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) {
-                connection in
-                #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
-                try await connection.send(text: "ready?")
-                #expect(try await connection.next() == .text("ready?"))
-                // The shutdown waits for the session, which waits for the client's close frame:
-                // the client must read and answer while the shutdown runs.
-                async let shutdown: Void = proxy.server.shutdown(drain: .zero, grace: .seconds(30))
-                let message = try await connection.next()
-                try await shutdown
-                return message
+            // Bounded: a hang here fails the test instead of the run.
+            let message = try await withTimeout(seconds: 60) {
+                try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) {
+                    connection in
+                    #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
+                    try await connection.send(text: "ready?")
+                    #expect(try await connection.next() == .text("ready?"))
+                    // The shutdown waits for the session, which waits for the client's close frame:
+                    // the client must read and answer while the shutdown runs.
+                    async let shutdown: Void = proxy.server.shutdown(drain: .zero, grace: .seconds(30))
+                    let message = try await connection.next()
+                    try await shutdown
+                    return message
+                }
             }
             #expect(message == .close(code: 1001, reason: "going away"))
             #expect(proxy.server.environment.sessions.count == 0, "the shutdown returned with the session still live")
@@ -430,17 +433,21 @@ struct ShutdownTests {
             backend: { $0.setupMs = 0 },
             proxy: { $0.readyGate = .message }
         ) { backend, proxy in
-            try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) { connection in
-                #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
-                async let shutdown: Void = proxy.server.shutdown(drain: .seconds(60), grace: .seconds(1))
-                // The listener closes before the drain starts.
-                try await proxy.server.closeFuture.get()
-                await #expect(throws: (any Error).self) { try await sendAndLeave(port: proxy.port, bytes: []) }
-                try await connection.send(text: "still there?")
-                #expect(try await connection.next() == .text("still there?"))
-                try await connection.close(code: 1000)
-                #expect(try await connection.next() == .close(code: 1000, reason: ""))
-                try await shutdown
+            let port = proxy.port
+            // Bounded: a hang here fails the test instead of the run.
+            try await withTimeout(seconds: 60) {
+                try await DemoWebSocketClient.withConnection(group: testGroup, port: port) { connection in
+                    #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
+                    async let shutdown: Void = proxy.server.shutdown(drain: .seconds(30), grace: .seconds(1))
+                    // The listener closes before the drain starts.
+                    try await proxy.server.closeFuture.get()
+                    await #expect(throws: (any Error).self) { try await sendAndLeave(port: port, bytes: []) }
+                    try await connection.send(text: "still there?")
+                    #expect(try await connection.next() == .text("still there?"))
+                    try await connection.close(code: 1000)
+                    #expect(try await connection.next() == .close(code: 1000, reason: ""))
+                    try await shutdown
+                }
             }
             let record = try await proxy.sessions.waitFor(1)[0]
             #expect(record.endReason != .goingAway, "the session was ended, not left to finish")
