@@ -51,21 +51,36 @@ struct AdminServerTests {
         }
     }
 
-    @Test("/readyz is 200 while the backend accepts connections, 503 when it does not, and 503 once draining")
+    @Test("/readyz is 200 while the backend accepts connections, and 503 once draining")
     func readiness() async throws {
-        try await withAdmin { backend, proxy, admin in
+        try await withAdmin { _, proxy, admin in
             let ready = try await get(admin, "/readyz")
             #expect(ready.status == 200)
             #expect(ready.text == "ready\n")
-            try await backend.close()
-            let down = try await get(admin, "/readyz")
-            #expect(down.status == 503)
-            #expect(down.text.hasPrefix("backend unreachable"))
             try await proxy.server.shutdown(drain: .zero, grace: .seconds(5))
             let draining = try await get(admin, "/readyz")
             #expect(draining.status == 503)
             #expect(draining.text == "draining\n")
         }
+    }
+
+    @Test("/readyz is 503 while the backend refuses connections; /healthz stays 200")
+    func backendDown() async throws {
+        let refused = try RefusedPort()
+        let proxy = try await ProxyFixture.start(upstreamPort: refused.port)
+        let admin = try await AdminServer.start(
+            address: HostAndPort(host: "127.0.0.1", port: 0),
+            environment: proxy.server.environment,
+            group: testGroup
+        )
+        let down = try await get(admin, "/readyz")
+        let health = try await get(admin, "/healthz")
+        try await admin.close()
+        try await proxy.stop()
+        #expect(down.status == 503)
+        #expect(down.text == "backend unreachable: http://127.0.0.1:\(refused.port)\n")
+        #expect(health.status == 200)
+        withExtendedLifetime(refused) {}
     }
 
     @Test("/metrics counts sessions by end, race patterns, early frames and HTTP responses by source")

@@ -169,14 +169,13 @@ struct HTTPForwardIntegrationTests {
 
     @Test("a backend that is down is answered 502")
     func backendDown() async throws {
-        let backend = try await HTTPTestBackend.start()
-        let port = backend.port
-        try await backend.close()
-        let proxy = try await ProxyFixture.start(upstreamPort: port)
+        let refused = try RefusedPort()
+        let proxy = try await ProxyFixture.start(upstreamPort: refused.port)
         defer { Task { try? await proxy.stop() } }
         let answer = try await rawExchange(port: proxy.port, request: "GET / HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
         #expect(answer.hasPrefix("HTTP/1.1 502"))
         #expect(answer.lowercased().contains("connection: close"))
+        withExtendedLifetime(refused) {}
     }
 
     @Test("a backend that never answers is answered 504 after the response timeout")

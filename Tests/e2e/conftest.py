@@ -41,6 +41,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+
+@pytest.fixture
+def refused_port():
+    """A loopback port that refuses every connection for the whole test: a socket bound to it and
+    never listening holds it, so no other server can take it (a freed port could be reused)."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind((HOST, 0))
+    yield holder.getsockname()[1]
+    holder.close()
+
 def port_accepts(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=0.2):

@@ -41,10 +41,8 @@ async def test_health_readiness_and_metrics(backend, readygate):
     assert "readygate_session_ready_seconds_count 1" in lines, text
 
 
-def test_readyz_fails_when_the_backend_is_down(readygate):
-    from conftest import free_port
-
-    rg = readygate(free_port())
+def test_readyz_fails_when_the_backend_is_down(readygate, refused_port):
+    rg = readygate(refused_port)
     status, text = admin_get(rg, "/readyz")
     assert status == 503, text
     assert text.startswith("backend unreachable"), text

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from conftest import HOST, free_port
+from conftest import HOST
 
 CURL_TIMEOUT = 30
 
@@ -91,8 +91,8 @@ def test_streamed_download(backend, readygate, curl):
     assert out.stderr == expected
 
 
-def test_backend_down_is_502(readygate, curl):
-    rg = readygate(free_port())
+def test_backend_down_is_502(readygate, curl, refused_port):
+    rg = readygate(refused_port)
     out = run_curl(curl, "-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}:{rg.port}/http/info")
     assert out.stdout == b"502", rg.log()
     assert rg.wait_for_records("http_upstream_unreachable"), rg.log()
