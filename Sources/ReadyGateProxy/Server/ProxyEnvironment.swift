@@ -6,8 +6,8 @@ import ReadyGateCore
 /// What every connection handler of one proxy instance shares: the settings and the logger.
 /// Immutable and `Sendable`, so it can be handed to every event loop.
 ///
-/// Every session and every HTTP connection keeps a copy, so the settings live in one shared box:
-/// a copy is three references, not the settings' two hundred bytes.
+/// Every session and every HTTP connection keeps a copy, so everything but the (replaceable) pools
+/// lives in one shared box: a copy is two references, not the settings' two hundred bytes.
 public struct ProxyEnvironment: Sendable {
     private final class Shared: Sendable {
         let settings: ReadyGateSettings
@@ -15,6 +15,8 @@ public struct ProxyEnvironment: Sendable {
         let onSessionEnd: (@Sendable (SessionRecord) -> Void)?
         let metrics = ProxyMetrics()
         let draining = NIOLockedValueBox(false)
+        let sessions = ConnectionRegistry()
+        let httpConnections = ConnectionRegistry()
 
         init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)?) {
             self.settings = settings
@@ -31,22 +33,22 @@ public struct ProxyEnvironment: Sendable {
     public var onSessionEnd: (@Sendable (SessionRecord) -> Void)? { shared.onSessionEnd }
     /// This proxy's metrics, rendered by the admin listener's `/metrics`.
     public var metrics: ProxyMetrics { shared.metrics }
+    /// The live WebSocket sessions, for shutdown.
+    public var sessions: ConnectionRegistry { shared.sessions }
+    /// The client connections an ``HTTPEntryHandler`` still owns (before any upgrade), for shutdown.
+    public var httpConnections: ConnectionRegistry { shared.httpConnections }
     /// A shutdown has begun: `/readyz` fails from then on.
     public var isDraining: Bool { shared.draining.withLockedValue { $0 } }
+    /// The backend keep-alive pools for plain HTTP, one per event loop (tests put in-memory ones).
+    var httpPools = UpstreamPools()
+
+    public init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)? = nil) {
+        self.shared = Shared(settings: settings, logger: logger, onSessionEnd: onSessionEnd)
+    }
 
     /// From now on `/readyz` fails (a shutdown has begun; ``ReadyGateServer/shutdown(drain:grace:)``
     /// calls it too).
     public func beginDraining() {
         shared.draining.withLockedValue { $0 = true }
-    }
-    /// The live WebSocket sessions, for shutdown.
-    public let sessions = ConnectionRegistry()
-    /// The client connections an ``HTTPEntryHandler`` still owns (before any upgrade), for shutdown.
-    public let httpConnections = ConnectionRegistry()
-    /// The backend keep-alive pools for plain HTTP, one per event loop.
-    var httpPools = UpstreamPools()
-
-    public init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)? = nil) {
-        self.shared = Shared(settings: settings, logger: logger, onSessionEnd: onSessionEnd)
     }
 }
