@@ -50,7 +50,6 @@ public final class AdminServer: Sendable {
 /// Answers one admin request at a time (NIO's pipelining handler orders them).
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
 
     /// How long `/readyz` waits for the backend to accept a connection.
     static let probeTimeout = TimeAmount.seconds(1)
@@ -130,21 +129,15 @@ final class AdminHandler: ChannelInboundHandler {
         context: ChannelHandlerContext
     ) {
         var headers = headers
-        headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
         headers.add(name: "Cache-Control", value: "no-store")
-        if !request.isKeepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))),
-            promise: nil
+        let done = context.writeHTTPResponse(
+            status: status,
+            headers: headers,
+            body: context.channel.allocator.buffer(string: body),
+            contentType: contentType,
+            keepAlive: request.isKeepAlive,
+            headOnly: request.method == .HEAD
         )
-        if request.method != .HEAD {
-            context.write(
-                wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))),
-                promise: nil
-            )
-        }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if !request.isKeepAlive {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }

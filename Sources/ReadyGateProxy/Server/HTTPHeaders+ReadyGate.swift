@@ -21,13 +21,15 @@ extension ChannelHandlerContext {
     /// rejection): `Content-Length` from the body, `Content-Type` when given, and `Connection`.
     ///
     /// The context must sit behind an `HTTPResponseEncoder`.
+    /// - Parameter headOnly: the answer to a `HEAD`: the fields describe `body`, which is not sent.
     /// - Returns: the future of the last write, after which the caller may close.
     func writeHTTPResponse(
         status: HTTPResponseStatus,
         headers: HTTPHeaders = HTTPHeaders(),
         body: ByteBuffer,
         contentType: String?,
-        keepAlive: Bool
+        keepAlive: Bool,
+        headOnly: Bool = false
     ) -> EventLoopFuture<Void> {
         var headers = headers
         if let contentType { headers.replaceOrAdd(name: "Content-Type", value: contentType) }
@@ -36,7 +38,7 @@ extension ChannelHandlerContext {
         headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
         write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
-        write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
+        if !headOnly { write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil) }
         return writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
     }
 }
