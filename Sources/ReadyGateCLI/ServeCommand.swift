@@ -66,23 +66,21 @@ struct ProxyService: Service {
             throw ExitCode(1)
         }
         var admin: AdminServer?
-        do {
-            if let address = settings.adminListen {
-                admin = try await AdminServer.start(address: address, environment: environment, group: group)
-            }
-        } catch {
-            let address = settings.adminListen.map { "\($0)" } ?? "-"
-            environment.logger.critical(
-                "admin_listen_failed",
-                metadata: ["address": "\(address)", "error": "\(error)"]
-            )
-            printError("readygate: cannot listen on \(address) (READYGATE_ADMIN_LISTEN): \(error)")
-            try? await server.close()
-            throw ExitCode(1)
-        }
         var adminAddress = "off"
-        if let address = settings.adminListen, let admin {
-            adminAddress = "\(HostAndPort(host: address.host, port: admin.port))"
+        if let address = settings.adminListen {
+            do {
+                let started = try await AdminServer.start(address: address, environment: environment, group: group)
+                admin = started
+                adminAddress = "\(HostAndPort(host: address.host, port: started.port))"
+            } catch {
+                environment.logger.critical(
+                    "admin_listen_failed",
+                    metadata: ["address": "\(address)", "error": "\(error)"]
+                )
+                printError("readygate: cannot listen on \(address) (READYGATE_ADMIN_LISTEN): \(error)")
+                try? await server.close()
+                throw ExitCode(1)
+            }
         }
         environment.logger.info(
             "listening",
