@@ -83,7 +83,7 @@ struct AdminServerTests {
         withExtendedLifetime(refused) {}
     }
 
-    @Test("/metrics counts sessions by end, race patterns, early frames and HTTP responses by source")
+    @Test("/metrics: sessions by end, race patterns, early frames, HTTP responses; help on every family")
     func metrics() async throws {
         // A backend that is ready 1 s after the 101: the client's first frame, sent with its
         // upgrade, is early even on a loaded machine.
@@ -109,10 +109,16 @@ struct AdminServerTests {
                 "readygate_sessions_active 0.0",
                 #"readygate_http_responses_total{source="backend",code="4xx"} 1"#,
                 #"readygate_http_responses_total{source="proxy",code="4xx"} 1"#,
-                #"readygate_session_ready_seconds_count 1"#,
+                #"readygate_session_ready_seconds_count{gate="message"} 1"#,
+                #"readygate_session_ready_seconds_count{gate="delay"} 0"#,
             ] {
                 #expect(lines.contains(expected), "missing: \(expected)")
             }
+            // Every family has a help line, and `/metrics` shows every family ProxyMetrics makes.
+            let typed = lines.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
+            let helped = Set(lines.filter { $0.hasPrefix("# HELP ") }.map { $0.split(separator: " ")[2] })
+            #expect(Set(typed) == helped)
+            #expect(Set(typed.map(String.init)) == Set(ProxyMetrics.families.map(\.name)))
         }
     }
 }

@@ -38,7 +38,7 @@ async def test_health_readiness_and_metrics(backend, readygate):
     assert 'readygate_sessions_total{end_reason="closed"} 1' in lines, text
     assert 'readygate_race_patterns_total{pattern="early_client_frames"} 1' in lines, text
     assert "readygate_early_frames_total 1" in lines, text
-    assert "readygate_session_ready_seconds_count 1" in lines, text
+    assert 'readygate_session_ready_seconds_count{gate="message"} 1' in lines, text
 
 
 def test_readyz_fails_when_the_backend_is_down(readygate, refused_port):

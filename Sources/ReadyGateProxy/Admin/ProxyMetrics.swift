@@ -1,85 +1,141 @@
-import CoreMetrics
 import NIOHTTP1
 import Prometheus
 import ReadyGateCore
 
-/// The proxy's metrics (DESIGN §6, `/metrics`), made through swift-metrics with a
-/// `PrometheusMetricsFactory` on a registry of this proxy's own, so that several proxies in one
-/// process (the tests) keep theirs apart and nothing global is bootstrapped.
+/// The proxy's metrics (DESIGN §6, `/metrics`), made on a swift-prometheus registry of this
+/// proxy's own, so that several proxies in one process (the tests) keep theirs apart and nothing
+/// global is bootstrapped.
+///
+/// Every metric is made with its help text (a `# HELP` line in `/metrics`). They are made on the
+/// registry directly, not through swift-metrics: swift-prometheus 2.4.1's `PrometheusMetricsFactory`
+/// registers every metric with an empty help text, and a registry refuses (traps on) one name made
+/// with two help texts.
 ///
 /// Sessions are counted once, when they end, from their ``SessionRecord``; the data path only
-/// touches the active-sessions meter and, per plain HTTP response, one pre-made counter.
+/// touches the active-sessions gauge and, per plain HTTP response, one pre-made counter. So the
+/// relayed messages and bytes of a session are added when it ends, not while it runs.
 public final class ProxyMetrics: Sendable {
     /// What `/metrics` renders.
     public let registry: PrometheusCollectorRegistry
-    private let factory: PrometheusMetricsFactory
 
-    private let sessionsActive: CoreMetrics.Meter
-    private let sessionsByEnd: [String: CoreMetrics.Counter]
-    private let patterns: [RacePattern: CoreMetrics.Counter]
-    private let earlyFrames: CoreMetrics.Counter
-    private let undeliveredFrames: CoreMetrics.Counter
-    private let connectAttempts: CoreMetrics.Counter
-    private let timeToReady: CoreMetrics.Timer
+    private let sessionsActive: Gauge
+    private let sessionsByEnd: [String: Counter]
+    private let patterns: [RacePattern: Counter]
+    private let earlyFrames: Counter
+    private let undeliveredFrames: Counter
+    private let connectAttempts: Counter
+    private let timeToReady: [ReadyGateMode: DurationHistogram]
+    /// Relayed data messages and wire bytes, by direction.
+    private let messagesToUpstream: Counter
+    private let messagesToClient: Counter
+    private let bytesToUpstream: Counter
+    private let bytesToClient: Counter
     /// Plain HTTP responses, by who made them and status class (index: class 1…5 minus 1).
-    private let backendResponses: [CoreMetrics.Counter]
-    private let proxyResponses: [CoreMetrics.Counter]
+    private let backendResponses: [Counter]
+    private let proxyResponses: [Counter]
 
-    static let timeToReadyLabel = "readygate_session_ready_seconds"
+    /// A metric's name and its `# HELP` text: one place for both, so a name is never made with
+    /// two texts.
+    struct Family: Sendable {
+        let name: String
+        let help: String
+    }
+
+    static let sessions = Family(
+        name: "readygate_sessions_total",
+        help: "WebSocket sessions that ended, by end reason (closed: the client or the backend ended it)."
+    )
+    static let active = Family(name: "readygate_sessions_active", help: "WebSocket sessions open now.")
+    static let racePatterns = Family(
+        name: "readygate_race_patterns_total",
+        help: "WebSocket sessions that showed each race pattern (counted at most once per session)."
+    )
+    static let early = Family(
+        name: "readygate_early_frames_total",
+        help: "Client frames held because they arrived before the backend was ready."
+    )
+    static let undelivered = Family(
+        name: "readygate_undelivered_frames_total",
+        help: "Held client frames never delivered: their session ended before READY."
+    )
+    static let attempts = Family(
+        name: "readygate_upstream_connect_attempts_total",
+        help: "TCP connects to the backend for WebSocket sessions, retries included."
+    )
+    static let ready = Family(
+        name: "readygate_session_ready_seconds",
+        help: "Time from the client's upgrade request to READY (held frames released), by readiness gate."
+    )
+    static let messages = Family(
+        name: "readygate_messages_total",
+        help: "WebSocket data messages relayed, by direction; added when the session ends."
+    )
+    static let bytes = Family(
+        name: "readygate_bytes_total",
+        help: "WebSocket wire bytes (frame headers included) relayed, by direction; added when the session ends."
+    )
+    static let httpResponses = Family(
+        name: "readygate_http_responses_total",
+        help: "Plain HTTP responses by status class, relayed from the backend or made by the proxy."
+    )
+
+    /// Every family `/metrics` shows, each with its `# HELP` line.
+    static let families = [
+        sessions, active, racePatterns, early, undelivered, attempts, ready, messages, bytes, httpResponses,
+    ]
+
+    static let timeToReadyLabel = ready.name
+    static let timeToReadyBuckets: [Duration] =
+        [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000].map { Duration.milliseconds($0) }
     /// Every `end_reason` a session can have: its ``SessionCloseReason``'s name, or `closed` when
     /// the client or the backend ended it.
     static let endReasons = [
         "closed", "upstream_unavailable", "upstream_rejected", "upstream_not_ready", "upstream_closed", "going_away",
         "client_protocol_error", "upstream_protocol_error",
     ]
+    /// The `direction` label's values.
+    static let clientToUpstream = "client_to_upstream"
+    static let upstreamToClient = "upstream_to_client"
 
     public init() {
         let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.durationHistogramBuckets[Self.timeToReadyLabel] =
-            [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500]
-            .map { Duration.milliseconds($0) } + [.seconds(5), .seconds(10)]
         self.registry = registry
-        self.factory = factory
-        sessionsActive = CoreMetrics.Meter(label: "readygate_sessions_active", factory: factory)
+        func counter(_ family: Family, _ labels: [(String, String)] = []) -> Counter {
+            labels.isEmpty
+                ? registry.makeCounter(name: family.name, help: family.help)
+                : registry.makeCounter(name: family.name, labels: labels, help: family.help)
+        }
+        sessionsActive = registry.makeGauge(name: Self.active.name, help: Self.active.help)
         sessionsByEnd = Dictionary(
-            uniqueKeysWithValues: Self.endReasons.map { reason in
-                (
-                    reason,
-                    CoreMetrics.Counter(
-                        label: "readygate_sessions_total",
-                        dimensions: [("end_reason", reason)],
-                        factory: factory
-                    )
-                )
-            }
+            uniqueKeysWithValues: Self.endReasons.map { ($0, counter(Self.sessions, [("end_reason", $0)])) }
         )
         patterns = Dictionary(
-            uniqueKeysWithValues: RacePattern.allCases.map { pattern in
-                let dimensions = [("pattern", pattern.rawValue)]
-                return (
-                    pattern,
-                    CoreMetrics.Counter(
-                        label: "readygate_race_patterns_total",
-                        dimensions: dimensions,
-                        factory: factory
+            uniqueKeysWithValues: RacePattern.allCases.map {
+                ($0, counter(Self.racePatterns, [("pattern", $0.rawValue)]))
+            }
+        )
+        earlyFrames = counter(Self.early)
+        undeliveredFrames = counter(Self.undelivered)
+        connectAttempts = counter(Self.attempts)
+        timeToReady = Dictionary(
+            uniqueKeysWithValues: ReadyGateMode.allCases.map { gate in
+                (
+                    gate,
+                    registry.makeDurationHistogram(
+                        name: Self.ready.name,
+                        labels: [("gate", gate.rawValue)],
+                        buckets: Self.timeToReadyBuckets,
+                        help: Self.ready.help
                     )
                 )
             }
         )
-        earlyFrames = CoreMetrics.Counter(label: "readygate_early_frames_total", factory: factory)
-        undeliveredFrames = CoreMetrics.Counter(label: "readygate_undelivered_frames_total", factory: factory)
-        connectAttempts = CoreMetrics.Counter(label: "readygate_upstream_connect_attempts_total", factory: factory)
-        timeToReady = CoreMetrics.Timer(label: Self.timeToReadyLabel, factory: factory)
-        func responses(_ source: String) -> [CoreMetrics.Counter] {
-            (1...5).map { digit in
-                let dimensions = [("source", source), ("code", "\(digit)xx")]
-                return CoreMetrics.Counter(
-                    label: "readygate_http_responses_total",
-                    dimensions: dimensions,
-                    factory: factory
-                )
-            }
+        messagesToUpstream = counter(Self.messages, [("direction", Self.clientToUpstream)])
+        messagesToClient = counter(Self.messages, [("direction", Self.upstreamToClient)])
+        bytesToUpstream = counter(Self.bytes, [("direction", Self.clientToUpstream)])
+        bytesToClient = counter(Self.bytes, [("direction", Self.upstreamToClient)])
+        func responses(_ source: String) -> [Counter] {
+            (1...5).map { digit in counter(Self.httpResponses, [("source", source), ("code", "\(digit)xx")]) }
         }
         backendResponses = responses("backend")
         proxyResponses = responses("proxy")
@@ -89,24 +145,32 @@ public final class ProxyMetrics: Sendable {
         sessionsActive.increment()
     }
 
-    /// A finished session's record: its end, its race patterns and its counts.
+    /// A finished session's record: its end, its race patterns, its time to READY and its counts.
     func sessionEnded(_ record: SessionRecord) {
         sessionsActive.decrement()
         let reason = record.endReason?.name ?? "closed"
         (sessionsByEnd[reason]
-            ?? CoreMetrics.Counter(
-                label: "readygate_sessions_total",
-                dimensions: [("end_reason", reason)],
-                factory: factory
+            ?? registry.makeCounter(
+                name: Self.sessions.name,
+                labels: [("end_reason", reason)],
+                help: Self.sessions.help
             ))
             .increment()
         for pattern in record.patterns { patterns[pattern]?.increment() }
-        if record.earlyFrames > 0 { earlyFrames.increment(by: record.earlyFrames) }
-        if record.undeliveredFrames > 0 { undeliveredFrames.increment(by: record.undeliveredFrames) }
-        if record.connectAttempts > 0 { connectAttempts.increment(by: record.connectAttempts) }
+        Self.add(record.earlyFrames, to: earlyFrames)
+        Self.add(record.undeliveredFrames, to: undeliveredFrames)
+        Self.add(record.connectAttempts, to: connectAttempts)
+        Self.add(record.clientToUpstream.messages, to: messagesToUpstream)
+        Self.add(record.upstreamToClient.messages, to: messagesToClient)
+        Self.add(record.clientToUpstream.bytes, to: bytesToUpstream)
+        Self.add(record.upstreamToClient.bytes, to: bytesToClient)
         if let readyAt = record.stateTimes[.readyForMessages] {
-            timeToReady.recordMilliseconds(readyAt)
+            timeToReady[record.gate]?.record(.milliseconds(readyAt))
         }
+    }
+
+    private static func add(_ amount: some BinaryInteger, to counter: Counter) {
+        if amount > 0 { counter.increment(by: Int64(clamping: amount)) }
     }
 
     /// A plain HTTP response head went to the client: relayed from the backend, or ReadyGate's own
