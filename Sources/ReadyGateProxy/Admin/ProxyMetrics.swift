@@ -39,6 +39,11 @@ public final class ProxyMetrics: Sendable {
     struct Family: Sendable {
         let name: String
         let help: String
+
+        /// The registry's description: the whole name as the base name, no unit suffix.
+        var descriptor: MetricNameDescriptor {
+            MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+        }
     }
 
     static let sessions = Family(
@@ -102,10 +107,10 @@ public final class ProxyMetrics: Sendable {
         self.registry = registry
         func counter(_ family: Family, _ labels: [(String, String)] = []) -> Counter {
             labels.isEmpty
-                ? registry.makeCounter(name: family.name, help: family.help)
-                : registry.makeCounter(name: family.name, labels: labels, help: family.help)
+                ? registry.makeCounter(descriptor: family.descriptor)
+                : registry.makeCounter(descriptor: family.descriptor, labels: labels)
         }
-        sessionsActive = registry.makeGauge(name: Self.active.name, help: Self.active.help)
+        sessionsActive = registry.makeGauge(descriptor: Self.active.descriptor)
         sessionsByEnd = Dictionary(
             uniqueKeysWithValues: Self.endReasons.map { ($0, counter(Self.sessions, [("end_reason", $0)])) }
         )
@@ -122,10 +127,9 @@ public final class ProxyMetrics: Sendable {
                 (
                     gate,
                     registry.makeDurationHistogram(
-                        name: Self.ready.name,
+                        descriptor: Self.ready.descriptor,
                         labels: [("gate", gate.rawValue)],
-                        buckets: Self.timeToReadyBuckets,
-                        help: Self.ready.help
+                        buckets: Self.timeToReadyBuckets
                     )
                 )
             }
@@ -150,11 +154,7 @@ public final class ProxyMetrics: Sendable {
         sessionsActive.decrement()
         let reason = record.endReason?.name ?? "closed"
         (sessionsByEnd[reason]
-            ?? registry.makeCounter(
-                name: Self.sessions.name,
-                labels: [("end_reason", reason)],
-                help: Self.sessions.help
-            ))
+            ?? registry.makeCounter(descriptor: Self.sessions.descriptor, labels: [("end_reason", reason)]))
             .increment()
         for pattern in record.patterns { patterns[pattern]?.increment() }
         Self.add(record.earlyFrames, to: earlyFrames)
