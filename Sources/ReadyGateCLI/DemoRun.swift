@@ -23,8 +23,6 @@ struct DemoRun: Sendable {
     /// Times to first echo, sorted, in microseconds.
     var echoTimes: [Int64]
 
-    static let readyMessage = #"{"type":"connection_ready"}"#
-
     static func run(name: String, clients: Int, port: Int, group: any EventLoopGroup) async -> DemoRun {
         let done = NIOLockedValueBox(0)
         let progress = Progress(name: name, total: clients, done: done)
