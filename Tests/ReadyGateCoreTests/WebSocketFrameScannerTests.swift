@@ -364,6 +364,87 @@ struct WebSocketFrameScannerTests {
         #expect(harness.events.count == 2)
     }
 
+    // MARK: - Close reasons
+
+    @Test("a close reason that is not UTF-8 is invalidCloseReason, close code 1007")
+    func invalidCloseReason() throws {
+        let frame = WebSocketFrameWriter.frame(
+            opcode: .close,
+            payload: [0x03, 0xE8] + Array("bad ".utf8) + [0xFE],
+            maskingKey: 0x2468_ACE0
+        )
+        var harness = FrameScanHarness(role: .client)
+        do {
+            try harness.feed(frame[...])
+            Issue.record("no error")
+        } catch let error as WebSocketProtocolError {
+            #expect(error.kind == .invalidCloseReason)
+            #expect(error.closeCode == 1007)
+            #expect(error.description == "close reason is not valid UTF-8")
+        }
+        // Unmasked from a server too.
+        let serverFrame = WebSocketFrameWriter.frame(opcode: .close, payload: [0x03, 0xE8, 0xC0, 0x80])
+        #expect(throws: WebSocketProtocolError(.invalidCloseReason)) {
+            try FrameScanHarness.scan(serverFrame, role: .server)
+        }
+    }
+
+    static let multiByteReasons = [
+        "é", "ça va", "日本語", "😀", "a😀b€c", "✓ done 🎉", "\u{10FFFF}", "\u{7F}\u{80}\u{7FF}\u{800}",
+    ]
+
+    @Test("a multi-byte UTF-8 reason split across chunks anywhere is accepted", arguments: multiByteReasons)
+    func multiByteReasonSplit(reason: String) throws {
+        let payload = WebSocketFrameWriter.closePayload(code: 1001, reason: reason)
+        #expect(payload.count == 2 + reason.utf8.count)
+        for role in Self.roles {
+            let frame = WebSocketFrameWriter.frame(
+                opcode: .close,
+                payload: payload,
+                maskingKey: role == .client ? 0x8421_1248 : nil
+            )
+            let reference = try FrameScanHarness.scan(frame, role: role)
+            guard case .frameEnd(_, let end, let code) = reference.events.last, end == frame.count, code == 1001 else {
+                Issue.record("no frame end with code 1001: \(reference.events)")
+                continue
+            }
+            var splits = [Array(1..<frame.count)]
+            for first in 0...frame.count {
+                for second in first...frame.count { splits.append([first, second]) }
+            }
+            for cuts in splits {
+                let harness = try FrameScanHarness.scan(frame, cuts: cuts, role: role)
+                #expect(harness.events == reference.events, "cuts \(cuts)")
+                #expect(harness.scanner.stats.closeCode == 1001)
+                #expect(harness.scanner.isAtFrameBoundary)
+            }
+        }
+    }
+
+    @Test("a close reason is checked afresh in each close frame")
+    func reasonPerFrame() throws {
+        // The first frame's reason ends on a character boundary; the second's starts with one.
+        let stream =
+            WebSocketFrameWriter.frame(
+                opcode: .close,
+                payload: WebSocketFrameWriter.closePayload(code: 1000, reason: "é")
+            )
+            + WebSocketFrameWriter.frame(
+                opcode: .close,
+                payload: WebSocketFrameWriter.closePayload(code: 1000, reason: "😀")
+            )
+        let harness = try FrameScanHarness.scan(stream, cuts: Array(1..<stream.count), role: .server)
+        #expect(harness.scanner.stats.frames == 2)
+
+        // A reason cut mid-character in one frame is not completed by the next frame's bytes.
+        let cut =
+            WebSocketFrameWriter.frame(opcode: .close, payload: [0x03, 0xE8, 0xC3])
+            + WebSocketFrameWriter.frame(opcode: .close, payload: [0x03, 0xE8, 0xA9])
+        #expect(throws: WebSocketProtocolError(.invalidCloseReason)) {
+            try FrameScanHarness.scan(cut, role: .server)
+        }
+    }
+
     // MARK: - Extensions and limits (accepted)
 
     @Test("RSV1 is accepted on the first frame of a message when negotiated")
@@ -418,6 +499,14 @@ struct WebSocketFrameScannerTests {
                     maskingKey: 0xDEAD_BEEF
                 ),
                 expected: .invalidClosePayload
+            )
+        }
+        func invalidReason(_ name: String, _ reason: [UInt8]) -> Violation {
+            Violation(
+                name: "close reason: \(name)",
+                role: .client,
+                stream: W.frame(opcode: .close, payload: [0x03, 0xE8] + reason, maskingKey: 0x1357_9BDF),
+                expected: .invalidCloseReason
             )
         }
         return [
@@ -526,6 +615,14 @@ struct WebSocketFrameScannerTests {
             Violation(name: "close with 1 byte", stream: [0x88, 0x01, 0x03], expected: .invalidClosePayload),
             close(0), close(999), close(1004), close(1005), close(1006), close(1015), close(1016), close(2999),
             close(5000), close(0xFFFF),
+            invalidReason("0xFF in the reason", [0xFF]),
+            invalidReason("an overlong '/'", [0xC0, 0xAF]),
+            invalidReason("a UTF-16 surrogate", [0xED, 0xA0, 0x80]),
+            invalidReason("past U+10FFFF", [0xF4, 0x90, 0x80, 0x80]),
+            invalidReason("a stray continuation byte", Array("ok".utf8) + [0x80]),
+            invalidReason("a lead byte followed by ASCII", [0xC3, 0x28]),
+            invalidReason("'é' cut after its lead byte at frame end", Array("caf".utf8) + [0xC3]),
+            invalidReason("'😀' cut after three of its four bytes at frame end", [0xF0, 0x9F, 0x98]),
             Violation(
                 name: "single frame over the limit",
                 maxMessageBytes: 10,
@@ -597,6 +694,7 @@ struct WebSocketFrameScannerTests {
             (.nonMinimalLength, "non-minimal payload length", 1002),
             (.lengthHighBitSet, "payload length has the high bit set", 1002),
             (.invalidClosePayload, "invalid close payload", 1002),
+            (.invalidCloseReason, "close reason is not valid UTF-8", 1007),
             (.messageTooBig(5_000_000), "message too big (5000000 bytes)", 1009),
         ]
         for (kind, description, closeCode) in cases {

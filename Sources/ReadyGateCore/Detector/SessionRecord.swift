@@ -29,6 +29,11 @@ public struct SessionRecord: Sendable {
     /// The most client bytes held at once before READY.
     public var peakHeldBytes = 0
     public var closer: Closer = .none
+    /// Whether each peer sent a close frame, and its code (nil: an empty close body).
+    public var clientSentClose = false
+    public var clientCloseCode: UInt16?
+    public var upstreamSentClose = false
+    public var upstreamCloseCode: UInt16?
     public var endReason: SessionCloseReason?
     public var patterns: [RacePattern] = []
     /// Held frames that were never delivered (the session ended before READY).
@@ -74,8 +79,8 @@ public struct SessionRecord: Sendable {
             ("early_frames", String(earlyFrames)), ("early_bytes", String(earlyBytes)),
             ("peak_held_bytes", String(peakHeldBytes)),
             ("connect_attempts", String(connectAttempts)),
-            ("client_close_code", clientToUpstream.closeCode.map(String.init) ?? "-"),
-            ("upstream_close_code", upstreamToClient.closeCode.map(String.init) ?? "-"),
+            ("client_close_code", Self.closeCodeField(sent: clientSentClose, code: clientCloseCode)),
+            ("upstream_close_code", Self.closeCodeField(sent: upstreamSentClose, code: upstreamCloseCode)),
             ("closed_by", closer.rawValue),
             ("end_reason", endReason?.name ?? "-"),
             ("patterns", patterns.map(\.rawValue).joined(separator: ",")),
@@ -87,10 +92,15 @@ public struct SessionRecord: Sendable {
         }
         return fields
     }
+
+    /// `-`: no close frame; `1005`: a close frame without a code (RFC 6455 §7.4.1's name for it).
+    private static func closeCodeField(sent: Bool, code: UInt16?) -> String {
+        guard sent else { return "-" }
+        return String(code ?? 1005)
+    }
 }
 
-/// Turns what a session saw into named race patterns (DESIGN §4). Pure: the proxy logs and
-/// counts what it returns.
+/// The race detector's thresholds (the session state machine decides when each pattern fires).
 public struct RaceDetector: Sendable {
     public var timing: TimingProfile
 
@@ -101,23 +111,4 @@ public struct RaceDetector: Sendable {
 
     /// After READY, a backend close with 1011/1006 within this window means the gate was too short.
     public var errorAfterReadyWindowMs: Int { max(timing.handshakeTimeoutMs, 10 * timing.baseDelayMs) }
-
-    /// Verdict when the backend answered 101 at `atMs` (since start).
-    public func upstreamUpgraded(atMs: Int, record: inout SessionRecord) -> RaceEvent? {
-        guard atMs > slowHandshakeThresholdMs, record.note(.upstreamSlowHandshake) else { return nil }
-        return RaceEvent(
-            .upstreamSlowHandshake,
-            ["handshake_ms": String(atMs), "threshold_ms": String(slowHandshakeThresholdMs)]
-        )
-    }
-
-    /// Verdict when the backend closed after READY (code nil: the connection dropped, 1006).
-    public func upstreamClosed(code: UInt16?, atMs: Int, record: inout SessionRecord) -> RaceEvent? {
-        guard let readyAt = record.stateTimes[.readyForMessages] else { return nil }
-        let effective = code ?? 1006
-        guard effective == 1011 || effective == 1006 else { return nil }
-        let since = atMs - readyAt
-        guard since <= errorAfterReadyWindowMs, record.note(.upstreamErrorAfterReady) else { return nil }
-        return RaceEvent(.upstreamErrorAfterReady, ["close_code": String(effective), "ms_after_ready": String(since)])
-    }
 }

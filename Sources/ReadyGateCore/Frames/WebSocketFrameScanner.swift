@@ -20,6 +20,7 @@ public struct WebSocketProtocolError: Error, Sendable, Hashable, CustomStringCon
         case nonMinimalLength
         case lengthHighBitSet
         case invalidClosePayload
+        case invalidCloseReason
         case messageTooBig(UInt64)
     }
     public var kind: Kind
@@ -27,8 +28,11 @@ public struct WebSocketProtocolError: Error, Sendable, Hashable, CustomStringCon
 
     /// The close code to send (RFC 6455 §7.4.1): 1009 for ``Kind/messageTooBig(_:)``, 1002 otherwise.
     public var closeCode: UInt16 {
-        if case .messageTooBig = kind { return 1009 }
-        return 1002
+        switch kind {
+        case .messageTooBig: 1009
+        case .invalidCloseReason: 1007
+        default: 1002
+        }
     }
 
     /// A short reason for the close frame (≤ 123 bytes) and the log.
@@ -47,6 +51,7 @@ public struct WebSocketProtocolError: Error, Sendable, Hashable, CustomStringCon
         case .nonMinimalLength: "non-minimal payload length"
         case .lengthHighBitSet: "payload length has the high bit set"
         case .invalidClosePayload: "invalid close payload"
+        case .invalidCloseReason: "close reason is not valid UTF-8"
         case .messageTooBig(let length): "message too big (\(length) bytes)"
         }
     }
@@ -112,6 +117,8 @@ public struct WebSocketFrameScanner: Sendable {
     /// How many of the first two close payload bytes have been seen, and their unmasked value.
     private var closeCodeBytesSeen = 0
     private var closeCodeValue: UInt16 = 0
+    /// Checks the close reason's UTF-8 (RFC 6455 §5.5.1, §8.1) as its bytes pass.
+    private var closeReason = UTF8Validator()
 
     /// The opcode (text or binary) of the data message in progress, set by its first frame and cleared
     /// when its FIN frame ends (RFC 6455 §5.4).
@@ -248,6 +255,7 @@ public struct WebSocketFrameScanner: Sendable {
             if frame.payloadLength == 1 { throw WebSocketProtocolError(.invalidClosePayload) }
             closeCodeBytesSeen = 0
             closeCodeValue = 0
+            closeReason = UTF8Validator()
         case .ping, .pong:
             break
         }
@@ -280,36 +288,45 @@ public struct WebSocketFrameScanner: Sendable {
     ) throws(WebSocketProtocolError) -> Int {
         let available = bytes.count - position
         let take = payloadRemaining < UInt64(available) ? Int(payloadRemaining) : available
-        if frame.opcode == .close && closeCodeBytesSeen < 2 {
-            try readCloseCode(of: frame, from: UnsafeRawBufferPointer(rebasing: bytes[position..<(position + take)]))
+        if frame.opcode == .close {
+            try readClosePayload(of: frame, from: UnsafeRawBufferPointer(rebasing: bytes[position..<(position + take)]))
         }
         let end = position + take
         visit(.payload(position..<end))
         payloadRemaining -= UInt64(take)
         if payloadRemaining == 0 {
+            if frame.opcode == .close && !closeReason.isComplete {
+                throw WebSocketProtocolError(.invalidCloseReason)
+            }
             currentFrame = nil
             endFrame(frame, endOffset: end, visit)
         }
         return end
     }
 
-    /// Collects the status code at the start of a close payload, which may arrive split across
-    /// chunks, unmasking it with the key bytes for payload offsets 0 and 1 (§5.3), and rejects codes
-    /// §7.4 forbids as soon as both bytes are in.
-    private mutating func readCloseCode(
+    /// Reads a close payload as it passes: the status code at its start, which may arrive split across
+    /// chunks, unmasked with the key bytes for its payload offsets (§5.3) and rejected when §7.4
+    /// forbids it; then the reason, which must be UTF-8 (§5.5.1). Close frames are at most 125 bytes.
+    private mutating func readClosePayload(
         of frame: WebSocketFrameHeader,
         from payload: UnsafeRawBufferPointer
     ) throws(WebSocketProtocolError) {
-        for byte in payload.prefix(2 - closeCodeBytesSeen) {
+        var offset = Int(frame.payloadLength - payloadRemaining)
+        for byte in payload {
             var unmasked = byte
             if let key = frame.maskingKey {
-                unmasked ^= UInt8(truncatingIfNeeded: key >> (24 - 8 * closeCodeBytesSeen))
+                unmasked ^= UInt8(truncatingIfNeeded: key >> (24 - 8 * (offset % 4)))
             }
-            closeCodeValue = closeCodeValue << 8 | UInt16(unmasked)
-            closeCodeBytesSeen += 1
-        }
-        if closeCodeBytesSeen == 2 && !Self.isValidCloseCode(closeCodeValue) {
-            throw WebSocketProtocolError(.invalidClosePayload)
+            offset += 1
+            if closeCodeBytesSeen < 2 {
+                closeCodeValue = closeCodeValue << 8 | UInt16(unmasked)
+                closeCodeBytesSeen += 1
+                if closeCodeBytesSeen == 2 && !Self.isValidCloseCode(closeCodeValue) {
+                    throw WebSocketProtocolError(.invalidClosePayload)
+                }
+            } else if !closeReason.accept(unmasked) {
+                throw WebSocketProtocolError(.invalidCloseReason)
+            }
         }
     }
 
@@ -340,5 +357,39 @@ public struct WebSocketFrameScanner: Sendable {
             }
         }
         visit(.frameEnd(frame, endOffset: endOffset, closeCode: closeCode))
+    }
+}
+
+/// A UTF-8 validator fed one byte at a time (RFC 3629 §4: no overlong forms, no surrogates,
+/// nothing above U+10FFFF), with no storage beyond three small fields.
+struct UTF8Validator: Sendable {
+    private var needed = 0
+    private var lower: UInt8 = 0x80
+    private var upper: UInt8 = 0xBF
+
+    /// Whether the bytes so far end on a character boundary.
+    var isComplete: Bool { needed == 0 }
+
+    /// Takes the next byte; false when it cannot continue valid UTF-8.
+    mutating func accept(_ byte: UInt8) -> Bool {
+        guard needed == 0 else {
+            guard byte >= lower && byte <= upper else { return false }
+            lower = 0x80
+            upper = 0xBF
+            needed -= 1
+            return true
+        }
+        switch byte {
+        case 0x00...0x7F: return true
+        case 0xC2...0xDF: needed = 1
+        case 0xE0: (needed, lower) = (2, 0xA0)
+        case 0xE1...0xEC, 0xEE...0xEF: needed = 2
+        case 0xED: (needed, upper) = (2, 0x9F)
+        case 0xF0: (needed, lower) = (3, 0x90)
+        case 0xF1...0xF3: needed = 3
+        case 0xF4: (needed, upper) = (3, 0x8F)
+        default: return false
+        }
+        return true
     }
 }

@@ -54,3 +54,19 @@ public struct ReadyMessageMatcher: Sendable {
         return false
     }
 }
+
+extension ReadyMessageMatcher {
+    /// Feeds one scanner event of the backend's stream (`bytes`: the chunk the event's ranges index).
+    public mutating func observe(_ event: WebSocketScanEvent, in bytes: UnsafeRawBufferPointer) {
+        switch event {
+        case .header(let header, _):
+            current = header
+            frameStarted(header)
+        case .payload(let range):
+            if let current { payload(UnsafeRawBufferPointer(rebasing: bytes[range]), of: current) }
+        case .frameEnd(let header, _, _):
+            if frameEnded(header) { matched = true }
+            current = nil
+        }
+    }
+}

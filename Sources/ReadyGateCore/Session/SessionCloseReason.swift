@@ -15,6 +15,8 @@ public enum SessionCloseReason: Sendable, Equatable, CustomStringConvertible {
     case clientProtocolError(WebSocketProtocolError)
     /// The backend broke RFC 6455 (or its 101 failed verification).
     case upstreamProtocolError(String)
+    /// A bug in ReadyGate (an impossible session transition in a release build).
+    case internalError
 
     /// The WebSocket close code (RFC 6455 §7.4.1).
     public var closeCode: UInt16 {
@@ -26,7 +28,7 @@ public enum SessionCloseReason: Sendable, Equatable, CustomStringConvertible {
             case 401, 403: 1008
             default: 1011
             }
-        case .upstreamClosed, .upstreamProtocolError: 1011
+        case .upstreamClosed, .upstreamProtocolError, .internalError: 1011
         case .goingAway: 1001
         case .clientProtocolError(let error): error.closeCode
         }
@@ -42,6 +44,7 @@ public enum SessionCloseReason: Sendable, Equatable, CustomStringConvertible {
         case .goingAway: "going away"
         case .clientProtocolError(let error): error.description
         case .upstreamProtocolError(let what): "upstream protocol error: \(what)"
+        case .internalError: "internal error"
         }
     }
 
@@ -55,7 +58,25 @@ public enum SessionCloseReason: Sendable, Equatable, CustomStringConvertible {
         case .goingAway: "going_away"
         case .clientProtocolError: "client_protocol_error"
         case .upstreamProtocolError: "upstream_protocol_error"
+        case .internalError: "internal_error"
         }
+    }
+
+    /// The HTTP status a client without its `101` gets instead of a close frame: 504 when the
+    /// backend was not there or not ready in time, 503 when ReadyGate is shutting down, else 502.
+    public var httpStatus: Int {
+        switch self {
+        case .upstreamUnavailable, .upstreamNotReady: 504
+        case .goingAway: 503
+        default: 502
+        }
+    }
+
+    /// Whether the client is failed at once, without waiting for its close answer: it broke the
+    /// protocol (RFC 6455 §7.1.7).
+    public var failsClientAtOnce: Bool {
+        if case .clientProtocolError = self { return true }
+        return false
     }
 
     public var description: String { "\(closeCode) \(reasonText)" }

@@ -1,5 +1,5 @@
-/// The life of one WebSocket session (DESIGN §2). Transitions are validated by
-/// ``SessionStateMachine``; any other is a bug, reported as ``InvalidSessionTransition``.
+/// The phases of one WebSocket session, as logs and the summary name them. The session state
+/// machine's own states carry more (attempt numbers, close progress); these are what it reports.
 public enum SessionState: String, Sendable, CaseIterable, CustomStringConvertible {
     /// The request head is being read and validated.
     case initializing = "INITIALIZING"
@@ -15,33 +15,4 @@ public enum SessionState: String, Sendable, CaseIterable, CustomStringConvertibl
     case closed = "CLOSED"
 
     public var description: String { rawValue }
-
-    /// Whether no further transition (except ERROR → CLOSED) is allowed.
-    public var isTerminal: Bool { self == .error || self == .closed }
-
-    /// Whether `next` may follow `self`.
-    public func canTransition(to next: SessionState) -> Bool {
-        switch (self, next) {
-        case (.initializing, .handshakePending), (.handshakePending, .connected),
-            (.connected, .readyForMessages), (.readyForMessages, .closed), (.error, .closed):
-            return true
-        case (.initializing, .closed), (.handshakePending, .closed), (.connected, .closed):
-            // A clean end before READY: the client closed or left while its frames were held.
-            return true
-        case (.handshakePending, .readyForMessages):
-            // Never: the gate is only armed once the upstream answered 101.
-            return false
-        case (_, .error):
-            return !isTerminal
-        default:
-            return false
-        }
-    }
-}
-
-/// A transition the session state machine does not allow.
-public struct InvalidSessionTransition: Error, Sendable, Equatable, CustomStringConvertible {
-    public var from: SessionState
-    public var to: SessionState
-    public var description: String { "invalid session transition \(from) → \(to)" }
 }

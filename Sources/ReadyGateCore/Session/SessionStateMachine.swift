@@ -1,206 +1,334 @@
-/// The readiness protocol of one WebSocket session as a pure state machine (DESIGN §2).
+/// The readiness protocol of one WebSocket session as a pure state machine.
 ///
-/// The proxy's session handler feeds it what happened and performs the ``Action``s it returns;
-/// it never decides on its own. Times are milliseconds since the session started, passed in,
-/// so every path is testable without a clock or a channel.
+/// The proxy's session feeds it what happened (an event per method) and performs the ``Action``s
+/// it returns; it decides nothing on its own. Every decision lives here: which upstream answers
+/// are retried, which attempts are stale, which HTTP status or close code an ending gets, how the
+/// close handshake finishes in whatever order the two sides close, who closed, and which race
+/// patterns fire. Times are milliseconds since the session started, passed in, so every path is
+/// testable without a clock or a channel.
+///
+/// The machine keeps the session's ``SessionRecord`` up to date as it goes (state times, who
+/// closed, the end reason, close codes, patterns, early and undelivered frames); the proxy adds
+/// the traffic counters when the session ends.
+///
+/// Its shape follows NIO's `NIOTypedHTTPServerUpgraderStateMachine`: a private ``State`` enum whose
+/// cases carry their own data, `mutating` event methods that return actions, and impossible
+/// transitions that are named and fail loudly (``invalidTransition(_:nowMs:)``).
 public struct SessionStateMachine: Sendable {
-    /// What the session handler must do next.
+    /// One side of the session.
+    public enum Side: String, Sendable, Equatable {
+        case client
+        case upstream
+    }
+
+    /// What the session must do next, in the order returned.
     public enum Action: Sendable, Equatable {
-        /// Open (or re-open) the upstream connection and send the upgrade request.
-        case connectUpstream
-        /// Try the upstream again after a delay.
-        case retryConnect(afterMs: Int)
-        /// Send the client its `101 Switching Protocols`.
+        /// Bound INITIALIZING → READY_FOR_MESSAGES: call ``handshakeTimedOut(nowMs:)`` after `ms`.
+        case armHandshakeTimeout(ms: Int)
+        /// Send the client its `101` (or, over HTTP/2, its `200`) and install the hold.
         case acceptClient
-        /// Pass the gate after this many milliseconds (delay gate).
-        case armReadyDelay(ms: Int)
-        /// Watch the backend's data frames for the ready message (message gate).
-        case awaitReadyMessage
-        /// Flush the buffered client frames in order, then splice both ways.
-        case flushAndSplice(timedOut: Bool)
-        /// Relay the backend's non-101 response to the client as it is (`upstream` accept mode).
+        /// Open upstream connection number `attempt` and send the upgrade request.
+        case connectUpstream(attempt: Int)
+        /// Call ``retryDue(attempt:nowMs:)`` after `afterMs`.
+        case retryConnect(attempt: Int, afterMs: Int)
+        /// Close that attempt's upstream channel: it failed, was refused, or is stale.
+        case dropUpstreamAttempt(attempt: Int)
+        /// The backend's verified `101`: turn its channel into a relay half. With `watchForReadyMessage`
+        /// the watcher looks for the ready message from the first byte after the `101`.
+        case switchUpstream(watchForReadyMessage: Bool)
+        /// Call ``gatePassed(nowMs:)`` after `ms` (delay gate).
+        case armGateDelay(ms: Int)
+        /// READY: hand the held client frames to the relay in order, then splice both ways.
+        case flushAndSplice
+        /// Let go of the held client frames (the session ended before READY); they are counted as
+        /// undelivered in the record.
+        case dropHeldFrames
+        /// Cancel the handshake, gate and retry timers.
+        case cancelTimers
+        /// Answer the client over HTTP (it has no `101`) and close its connection.
+        case respondHTTP(status: Int, reason: SessionCloseReason)
+        /// `upstream` accept mode: relay the backend's refusal as it was, then close.
         case relayUpstreamResponse(status: Int)
-        /// End the session: a close frame when the client has its 101, else an HTTP error.
-        case end(SessionCloseReason)
-        /// The client ended the session while not ready: finish its close handshake and abandon the
-        /// upstream (with a masked close frame when it is connected).
-        case abandonUpstream(clientClosedCleanly: Bool)
-        /// Nothing to do.
-        case none
+        /// Write a close frame the proxy made to `side` (masked towards the upstream), with `code`
+        /// (nil: an empty close body) and `reason`.
+        case sendClose(to: Side, code: UInt16?, reason: String)
+        /// Close `side`'s connection once what was written to it is flushed.
+        case closeChannel(Side)
+        /// Close `side`'s output (a TCP half-close) once what was written to it is flushed.
+        case passHalfClose(to: Side)
+        /// Call ``closeLingerExpired(nowMs:)`` after `ms`: the peer had that long to answer a close.
+        case armCloseLinger(ms: Int)
+        /// The session ended while the upgrade of `attempt` was in flight: when that channel is
+        /// connected, let its answer come (``upstreamUpgraded(attempt:nowMs:)`` then closes it
+        /// properly); otherwise close it. Either way, at most after `withinMs`.
+        case abandonUpstreamAttempt(attempt: Int, withinMs: Int)
+        /// Log and count a race pattern (noted in the record already).
+        case notePattern(RaceEvent)
+        /// Log a bug: an event the machine does not allow in its state (the session then ends with 1011).
+        case logInvalidTransition(InvalidSessionTransition)
     }
 
-    public private(set) var state: SessionState = .initializing
-    /// The accept mode in force for this session (``start(clientOfferedSubprotocols:)`` may turn
-    /// `immediate` into `upstream`).
-    public private(set) var acceptMode: AcceptMode
-    public let gate: ReadyGateMode
-    public let timeoutAction: ReadyTimeoutAction
-    public let timing: TimingProfile
-    /// Why the proxy ended the session, recorded once.
-    public private(set) var endReason: SessionCloseReason?
-    /// Whether the client has been sent its 101.
-    public private(set) var clientAccepted = false
-    /// Upstream connect attempts that failed.
-    public private(set) var connectFailures = 0
-    /// Transitions that were refused: each is a bug in the caller, logged and counted.
-    public private(set) var invalidTransitions: [InvalidSessionTransition] = []
-    /// Milliseconds since start at which each state was entered.
-    public private(set) var enteredAt: SessionStateTimes = [.initializing: 0]
+    /// Fixed inputs of one session.
+    public struct Configuration: Sendable, Equatable {
+        public var acceptMode: AcceptMode
+        public var gate: ReadyGateMode
+        public var timeoutAction: ReadyTimeoutAction
+        public var timing: TimingProfile
+        /// How long a peer may take to answer a close frame (`READYGATE_CLOSE_LINGER_MS`).
+        public var closeLingerMs: Int
+        /// `READYGATE_MAX_BUFFER_BYTES`, for the backpressure event's fields.
+        public var maxBufferBytes: Int
 
-    private let retry: ProgressiveDelay
-
-    public init(acceptMode: AcceptMode, gate: ReadyGateMode, timeoutAction: ReadyTimeoutAction, timing: TimingProfile) {
-        self.acceptMode = acceptMode
-        self.gate = gate
-        self.timeoutAction = timeoutAction
-        self.timing = timing
-        self.retry = ProgressiveDelay(baseMs: timing.baseDelayMs, capMs: timing.retryCapMs)
-    }
-
-    /// Whether client frames must still be held.
-    public var isHoldingClientFrames: Bool {
-        state == .initializing || state == .handshakePending || state == .connected
-    }
-
-    // MARK: Events
-
-    /// The client's upgrade request was valid. In `immediate` mode the client is accepted at once,
-    /// unless it offered subprotocols and ReadyGate has none configured: then the backend chooses
-    /// (DESIGN §2, "Subprotocols"), so the session behaves as `upstream`.
-    public mutating func start(clientOfferedSubprotocols: Bool, subprotocolsConfigured: Bool, nowMs: Int) -> [Action] {
-        guard transition(to: .handshakePending, nowMs: nowMs) else { return [] }
-        if acceptMode == .immediate && clientOfferedSubprotocols && !subprotocolsConfigured {
-            acceptMode = .upstream
-        }
-        if acceptMode == .immediate {
-            clientAccepted = true
-            return [.acceptClient, .connectUpstream]
-        }
-        return [.connectUpstream]
-    }
-
-    /// A TCP connect (or the upgrade exchange) failed in a retryable way: refused, reset, timed out,
-    /// or the backend answered 502/503/504.
-    public mutating func upstreamAttemptFailed(nowMs: Int, using random: inout some RandomNumberGenerator) -> Action {
-        guard state == .handshakePending else { return .none }
-        let attempt = connectFailures
-        connectFailures += 1
-        if let delay = retry.delayMs(
-            attempt: attempt,
-            nowMs: nowMs,
-            deadlineMs: timing.handshakeTimeoutMs,
-            using: &random
+        public init(
+            acceptMode: AcceptMode,
+            gate: ReadyGateMode,
+            timeoutAction: ReadyTimeoutAction,
+            timing: TimingProfile,
+            closeLingerMs: Int,
+            maxBufferBytes: Int
         ) {
-            return .retryConnect(afterMs: delay)
+            self.acceptMode = acceptMode
+            self.gate = gate
+            self.timeoutAction = timeoutAction
+            self.timing = timing
+            self.closeLingerMs = closeLingerMs
+            self.maxBufferBytes = maxBufferBytes
         }
-        return fail(.upstreamUnavailable, nowMs: nowMs)
     }
 
-    /// The backend answered 101 and its `Sec-WebSocket-Accept` checked out.
-    public mutating func upstreamUpgraded(nowMs: Int) -> [Action] {
-        guard transition(to: .connected, nowMs: nowMs) else { return [] }
+    // MARK: States
+
+    /// The handshake is in flight (HANDSHAKE_PENDING).
+    struct Connecting: Sendable, Equatable {
+        /// The attempt whose answers count; any other is stale.
+        var attempt: Int
+        /// A retry is scheduled for `attempt` and has not started yet.
+        var retryPending = false
+        var failures = 0
+        var clientAccepted: Bool
+        /// The client half-closed while its frames were held: passed on after the flush.
+        var clientInputClosed = false
+    }
+
+    /// The backend answered `101`; the gate has not passed (CONNECTED).
+    struct Connected: Sendable, Equatable {
+        var upgradedAtMs: Int
+        var clientInputClosed: Bool
+    }
+
+    /// What each side has done towards the end of the session.
+    struct CloseProgress: Sendable, Equatable {
+        /// A close frame from the peer on that side passed (relayed, or answered by the proxy).
+        var clientSentClose = false
+        var upstreamSentClose = false
+        /// The proxy wrote a close frame of its own to that side.
+        var proxyClosedClient = false
+        var proxyClosedUpstream = false
+        /// The peer on that side ended its output (FIN), or its connection is gone.
+        var clientInputClosed = false
+        var upstreamInputClosed = false
+        var clientGone = false
+        var upstreamGone = false
+        /// The proxy asked for that side's connection to be closed.
+        var clientClosing = false
+        var upstreamClosing = false
+        var lingerArmed = false
+
+        /// Whether the client has both sent and been sent a close frame.
+        var clientHandshakeDone: Bool { clientSentClose && (upstreamSentClose || proxyClosedClient) }
+    }
+
+    /// Spliced (READY_FOR_MESSAGES), possibly with a close handshake under way.
+    struct Relaying: Sendable, Equatable {
+        var readyAtMs: Int
+        var close: CloseProgress
+    }
+
+    /// Ended before READY (ERROR when the proxy ended it, else CLOSED): the channels are being
+    /// closed. `upstreamLive` is true when the upstream was switched to WebSocket bytes.
+    struct Ending: Sendable, Equatable {
+        var close: CloseProgress
+        var upstreamLive: Bool
+        /// The upgrade in flight when the session ended, and the close frame it owes the backend.
+        var abandoned: (attempt: Int, code: UInt16, reason: String)?
+        var clientAccepted: Bool
+
+        static func == (lhs: Ending, rhs: Ending) -> Bool {
+            lhs.close == rhs.close && lhs.upstreamLive == rhs.upstreamLive
+                && lhs.abandoned?.attempt == rhs.abandoned?.attempt && lhs.abandoned?.code == rhs.abandoned?.code
+                && lhs.abandoned?.reason == rhs.abandoned?.reason && lhs.clientAccepted == rhs.clientAccepted
+        }
+    }
+
+    enum State: Sendable, Equatable {
+        case initializing
+        case connecting(Connecting)
+        case connected(Connected)
+        case relaying(Relaying)
+        case ending(Ending)
+        case closed
+    }
+
+    var state: State = .initializing
+
+    /// The phase reported in logs and the summary (DESIGN's six states).
+    public internal(set) var phase: SessionState = .initializing
+    public internal(set) var configuration: Configuration
+    /// The accept mode in force for this session (``start(clientOfferedSubprotocols:subprotocolsConfigured:nowMs:)``
+    /// may turn `immediate` into `upstream`).
+    public var acceptMode: AcceptMode { configuration.acceptMode }
+    /// What the session saw, kept by the machine.
+    public internal(set) var record: SessionRecord
+    /// Events refused in their state: each is a bug in the caller.
+    public internal(set) var invalidTransitions: [InvalidSessionTransition] = []
+    /// Whether an impossible transition traps (debug builds) or ends the session with 1011 (release).
+    let trapsOnInvalidTransition: Bool
+
+    let retry: ProgressiveDelay
+    let detector: RaceDetector
+
+    public init(
+        configuration: Configuration,
+        record: SessionRecord,
+        trapsOnInvalidTransition: Bool = _isDebugAssertConfiguration()
+    ) {
+        self.configuration = configuration
+        self.record = record
+        self.trapsOnInvalidTransition = trapsOnInvalidTransition
+        self.retry = ProgressiveDelay(baseMs: configuration.timing.baseDelayMs, capMs: configuration.timing.retryCapMs)
+        self.detector = RaceDetector(timing: configuration.timing)
+        self.record.stateTimes = [.initializing: 0]
+    }
+
+    /// Whether client frames are still held (the hold is in front of the relay).
+    public var isHoldingClientFrames: Bool {
+        switch state {
+        case .initializing, .connecting, .connected: true
+        case .relaying, .ending, .closed: false
+        }
+    }
+
+    /// Whether the session has ended or is ending (no new upstream work starts).
+    public var hasEnded: Bool {
+        switch state {
+        case .ending, .closed: true
+        case .initializing, .connecting, .connected, .relaying: false
+        }
+    }
+
+    // MARK: Shared steps
+
+    mutating func enter(_ next: SessionState, nowMs: Int) {
+        guard phase != next else { return }
+        phase = next
+        record.stateTimes[next] = nowMs
+    }
+
+    /// Notes `pattern` once per session; returns the action that logs it, if it is new.
+    mutating func note(_ pattern: RacePattern, _ fields: [String: String] = [:]) -> [Action] {
+        record.note(pattern) ? [.notePattern(RaceEvent(pattern, fields))] : []
+    }
+
+    mutating func setCloser(_ closer: SessionRecord.Closer) {
+        if record.closer == .none { record.closer = closer }
+    }
+
+    /// An event that cannot happen in the current state: a bug in the caller. Traps in debug
+    /// builds; in release the session ends with `1011 internal error` and the bug is logged.
+    mutating func invalidTransition(_ event: String, nowMs: Int) -> [Action] {
+        let transition = InvalidSessionTransition(from: phase, event: event)
+        invalidTransitions.append(transition)
+        if trapsOnInvalidTransition {
+            preconditionFailure("\(transition)")
+        }
+        return [.logInvalidTransition(transition)] + end(.internalError, nowMs: nowMs)
+    }
+
+    /// The proxy ends the session (ERROR): the held frames are dropped, the upstream is let go with
+    /// a close frame saying why, and the client gets an HTTP error (no `101` yet) or a close frame.
+    /// `droppingAttempt`: the attempt in flight is being dropped with this ending, not abandoned.
+    mutating func end(_ reason: SessionCloseReason, nowMs: Int, droppingAttempt: Int? = nil) -> [Action] {
+        let clientAccepted: Bool
+        var close = CloseProgress()
+        var upstreamLive = false
         var actions: [Action] = []
-        if !clientAccepted {
-            clientAccepted = true
-            actions.append(.acceptClient)
-        }
-        switch gate {
-        case .delay:
-            if timing.baseDelayMs == 0 {
-                actions.append(contentsOf: gatePassed(nowMs: nowMs))
-            } else {
-                actions.append(.armReadyDelay(ms: timing.baseDelayMs))
+        var abandonedAttempt: Int?
+        switch state {
+        case .initializing:
+            clientAccepted = false
+        case .connecting(let connecting):
+            clientAccepted = connecting.clientAccepted
+            close.clientInputClosed = connecting.clientInputClosed
+            if !connecting.retryPending && connecting.attempt != droppingAttempt {
+                abandonedAttempt = connecting.attempt
             }
-        case .message:
-            actions.append(.awaitReadyMessage)
+        case .connected(let connected):
+            clientAccepted = true
+            close.clientInputClosed = connected.clientInputClosed
+            upstreamLive = true
+        case .relaying(var relaying):
+            // After READY the proxy ends a session only by closing it towards both sides.
+            record.endReason = record.endReason ?? reason
+            setCloser(.proxy)
+            actions += closeRelayed(&relaying.close, reason: reason, clientCode: reason.closeCode)
+            state = .relaying(relaying)
+            return actions
+        case .ending, .closed:
+            return []
         }
+        record.endReason = reason
+        setCloser(.proxy)
+        enter(.error, nowMs: nowMs)
+        actions += [.cancelTimers] + dropHeld()
+        let upstreamReason = "proxy ended session: \(reason.name)"
+        var ending = Ending(close: close, upstreamLive: upstreamLive, abandoned: nil, clientAccepted: clientAccepted)
+        if upstreamLive {
+            ending.close.proxyClosedUpstream = true
+            ending.close.upstreamClosing = true
+            actions += [.sendClose(to: .upstream, code: 1001, reason: upstreamReason), .closeChannel(.upstream)]
+        } else if let attempt = abandonedAttempt {
+            ending.abandoned = (attempt, 1001, upstreamReason)
+            actions.append(.abandonUpstreamAttempt(attempt: attempt, withinMs: remainingHandshakeMs(nowMs: nowMs)))
+        }
+        if clientAccepted {
+            ending.close.proxyClosedClient = true
+            actions.append(.sendClose(to: .client, code: reason.closeCode, reason: reason.reasonText))
+            if reason.failsClientAtOnce {
+                ending.close.clientClosing = true
+                actions.append(.closeChannel(.client))
+            } else {
+                ending.close.lingerArmed = true
+                actions.append(.armCloseLinger(ms: configuration.closeLingerMs))
+            }
+        } else {
+            ending.close.clientClosing = true
+            actions.append(.respondHTTP(status: reason.httpStatus, reason: reason))
+        }
+        state = .ending(ending)
         return actions
     }
 
-    /// The backend answered with a final status other than 101 (and not a retryable 502/503/504).
-    public mutating func upstreamRejected(status: Int, nowMs: Int) -> Action {
-        guard state == .handshakePending else { return .none }
-        if !clientAccepted {
-            endReason = .upstreamRejected(status: status)
-            _ = transition(to: .error, nowMs: nowMs)
-            return .relayUpstreamResponse(status: status)
-        }
-        return fail(.upstreamRejected(status: status), nowMs: nowMs)
+    /// The held frames will never be delivered: counted, and the hold told to let go.
+    mutating func dropHeld() -> [Action] {
+        record.undeliveredFrames = record.earlyFrames
+        record.undeliveredBytes = record.earlyBytes
+        return [.dropHeldFrames]
     }
 
-    /// The readiness gate passed: the delay elapsed or the ready message arrived.
-    ///
-    /// A gate event after the session ended (a timer that fired as it was being cancelled, a ready
-    /// message racing a timeout) is stale, not a bug: it is ignored without recording a transition.
-    public mutating func gatePassed(nowMs: Int) -> [Action] {
-        guard !state.isTerminal else { return [] }
-        guard transition(to: .readyForMessages, nowMs: nowMs) else { return [] }
-        return [.flushAndSplice(timedOut: false)]
+    func remainingHandshakeMs(nowMs: Int) -> Int {
+        max(1, configuration.timing.handshakeTimeoutMs - nowMs)
+    }
+}
+
+/// An event the session state machine does not allow in the state it came in.
+public struct InvalidSessionTransition: Error, Sendable, Equatable, CustomStringConvertible {
+    public var from: SessionState
+    public var event: String
+
+    public init(from: SessionState, event: String) {
+        self.from = from
+        self.event = event
     }
 
-    /// The handshake timeout fired. It bounds INITIALIZING → READY_FOR_MESSAGES.
-    public mutating func handshakeTimedOut(nowMs: Int) -> [Action] {
-        switch state {
-        case .initializing, .handshakePending:
-            return [fail(.upstreamUnavailable, nowMs: nowMs)]
-        case .connected:
-            if timeoutAction == .open {
-                guard transition(to: .readyForMessages, nowMs: nowMs) else { return [] }
-                return [.flushAndSplice(timedOut: true)]
-            }
-            return [fail(.upstreamNotReady, nowMs: nowMs)]
-        case .readyForMessages, .error, .closed:
-            return []
-        }
-    }
-
-    /// The client sent a close frame (`cleanly`) or dropped the connection while frames were held.
-    public mutating func clientLeftBeforeReady(cleanly: Bool, nowMs: Int) -> Action {
-        guard isHoldingClientFrames else { return .none }
-        guard transition(to: .closed, nowMs: nowMs) else { return .none }
-        return .abandonUpstream(clientClosedCleanly: cleanly)
-    }
-
-    /// The client broke the protocol while its frames were held.
-    public mutating func clientProtocolError(_ error: WebSocketProtocolError, nowMs: Int) -> Action {
-        fail(.clientProtocolError(error), nowMs: nowMs)
-    }
-
-    /// The backend connection failed before READY after it had answered 101, or broke the protocol.
-    public mutating func upstreamFailedBeforeReady(_ reason: SessionCloseReason, nowMs: Int) -> Action {
-        guard isHoldingClientFrames else { return .none }
-        return fail(reason, nowMs: nowMs)
-    }
-
-    /// The proxy is shutting down.
-    public mutating func shutdown(nowMs: Int) -> Action {
-        fail(.goingAway, nowMs: nowMs)
-    }
-
-    /// The session's channels are closed; the record is complete.
-    public mutating func closed(nowMs: Int) {
-        guard state != .closed else { return }
-        _ = transition(to: .closed, nowMs: nowMs)
-    }
-
-    // MARK: Helpers
-
-    private mutating func fail(_ reason: SessionCloseReason, nowMs: Int) -> Action {
-        guard !state.isTerminal else { return .none }
-        guard transition(to: .error, nowMs: nowMs) else { return .none }
-        endReason = reason
-        return .end(reason)
-    }
-
-    /// Moves to `next` when allowed; otherwise records the invalid transition and stays.
-    @discardableResult
-    public mutating func transition(to next: SessionState, nowMs: Int) -> Bool {
-        guard state.canTransition(to: next) else {
-            invalidTransitions.append(InvalidSessionTransition(from: state, to: next))
-            return false
-        }
-        state = next
-        enteredAt[next] = nowMs
-        return true
-    }
+    public var description: String { "invalid session event \(event) in \(from)" }
 }

@@ -4,9 +4,9 @@ import ReadyGateCore
 
 /// Sends ReadyGate's upgrade request to the backend and reads the answer (RFC 6455 §4.1).
 ///
-/// A `101` is checked (`Sec-WebSocket-Accept` against the key we sent) and reported to the
-/// session, which installs the relay; any other answer is collected (head and a bounded body) so
-/// `upstream` accept mode can relay it, or reported as retryable for 502/503/504.
+/// A `101` is reported to the session, which checks it and installs the relay; any other answer
+/// is collected (head and a bounded body) so `upstream` accept mode can relay it. The session's
+/// state machine decides what each answer means.
 final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
@@ -14,14 +14,14 @@ final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
     /// The most of a rejection's body relayed to the client.
     static let maxRelayedBodyBytes = 64 * 1024
 
-    private let session: WebSocketSession
+    private let session: any UpstreamHandshakeObserver
     private let request: HTTPRequestHead
     private let attempt: Int
     private var response: HTTPResponseHead?
     private var body: ByteBuffer?
     private var finished = false
 
-    init(session: WebSocketSession, request: HTTPRequestHead, attempt: Int) {
+    init(session: any UpstreamHandshakeObserver, request: HTTPRequestHead, attempt: Int) {
         self.session = session
         self.request = request
         self.attempt = attempt
@@ -76,6 +76,18 @@ final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
             session.upstreamAttemptFailed(attempt: attempt, error: "connection closed before the upgrade answer")
         }
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The connection allows half-closure (for the relay after the switch): before the answer,
+        // the backend's end of output is the end of this attempt.
+        if let event = event as? ChannelEvent, case .inputClosed = event, !finished {
+            finished = true
+            session.upstreamAttemptFailed(attempt: attempt, error: "connection closed before the upgrade answer")
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -1,14 +1,18 @@
 import NIOCore
-import ReadyGateCore
 
-/// Client frames held while the session is not ready (DESIGN §2, "Buffering while not ready").
+/// Client frames held while the session is not ready.
 ///
 /// Data frames are kept verbatim (still masked) in arrival order; control frames are cut out
 /// whole and handed back to be answered by the proxy. Bytes are sliced from the reads that
 /// brought them, never copied, except a control frame or a header that straddles two reads.
-struct ClientFrameHold {
+///
+/// When READY comes in the middle of a frame, ``drain()`` hands over the bytes of that frame
+/// received so far too: a control frame cut in two by READY is then the backend's to answer,
+/// and the stream the backend sees stays exactly the client's, minus the control frames the
+/// proxy answered whole.
+public struct ClientFrameHold: Sendable {
     /// What the caller must do about a control frame the client sent while held.
-    enum ControlFrame: Equatable {
+    public enum ControlFrame: Sendable, Equatable {
         /// Answer with a pong carrying this (unmasked) payload.
         case ping(payload: [UInt8])
         /// The client started the close handshake, with this code (nil: none given).
@@ -17,26 +21,26 @@ struct ClientFrameHold {
         case pong
     }
 
-    private(set) var scanner: WebSocketFrameScanner
-    private(set) var queue = CircularBuffer<ByteBuffer>(initialCapacity: 8)
+    private var scanner: WebSocketFrameScanner
+    private var queue = CircularBuffer<ByteBuffer>(initialCapacity: 8)
     /// Bytes queued for the upstream.
-    private(set) var queuedBytes = 0
+    public private(set) var queuedBytes = 0
     /// Complete data frames queued.
-    private(set) var queuedFrames = 0
+    public private(set) var queuedFrames = 0
     /// The highest `queuedBytes` ever reached.
-    private(set) var peakQueuedBytes = 0
+    public private(set) var peakQueuedBytes = 0
 
     /// Bytes of the current frame whose kind is not known yet (partial header), or of a control frame.
     private var partial: ByteBuffer?
     /// Whether the current frame is a data frame (nil: its header is not complete).
     private var currentIsData: Bool?
 
-    init(scanner: WebSocketFrameScanner) {
+    public init(scanner: WebSocketFrameScanner) {
         self.scanner = scanner
     }
 
     /// Takes one read's bytes. Returns the control frames found, in order.
-    mutating func receive(_ buffer: ByteBuffer) throws(WebSocketProtocolError) -> [ControlFrame] {
+    public mutating func receive(_ buffer: ByteBuffer) throws(WebSocketProtocolError) -> [ControlFrame] {
         var controls: [ControlFrame] = []
         try receive(buffer) { controls.append($0) }
         return controls
@@ -44,7 +48,7 @@ struct ClientFrameHold {
 
     /// Takes one read's bytes, handing each control frame to `onControl` as it is found, so the
     /// ones before a protocol error in the same read are still answered.
-    mutating func receive(
+    public mutating func receive(
         _ buffer: ByteBuffer,
         onControl: (ControlFrame) -> Void
     ) throws(WebSocketProtocolError) {
@@ -110,18 +114,26 @@ struct ClientFrameHold {
         peakQueuedBytes = max(peakQueuedBytes, queuedBytes)
     }
 
-    /// Hands over everything queued, in order, and forgets it.
-    mutating func drain() -> CircularBuffer<ByteBuffer> {
-        defer {
-            queue = CircularBuffer(initialCapacity: 0)
-            queuedBytes = 0
-            queuedFrames = 0
-        }
-        return queue
+    /// Hands over everything held, in order, and forgets it: the queued data frames, then the
+    /// bytes of the frame in progress (a partial header, or a control frame not complete yet).
+    public mutating func drain() -> CircularBuffer<ByteBuffer> {
+        var drained = queue
+        if let partial, partial.readableBytes > 0 { drained.append(partial) }
+        queue = CircularBuffer(initialCapacity: 0)
+        partial = nil
+        currentIsData = nil
+        queuedBytes = 0
+        queuedFrames = 0
+        return drained
     }
 
-    /// Gives the scanner back (splicing goes on with the same stream position and counters).
-    var scannerForSplice: WebSocketFrameScanner { scanner }
+    /// Lets go of everything held (the session ended before READY).
+    public mutating func discard() {
+        queue = CircularBuffer(initialCapacity: 0)
+        partial = nil
+        queuedBytes = 0
+        queuedFrames = 0
+    }
 
     private static func control(_ header: WebSocketFrameHeader, frame: ByteBuffer?, closeCode: UInt16?) -> ControlFrame
     {

@@ -1,13 +1,12 @@
 import NIOCore
-import ReadyGateCore
 import Testing
 
-@testable import ReadyGateProxy
+@testable import ReadyGateCore
 
 /// ``ClientFrameHold``: the client's frames kept verbatim while the session is not ready, control
 /// frames cut out and handed back (DESIGN §2, "Buffering while not ready").
 @Suite("ClientFrameHold")
-struct EmbeddedClientFrameHoldTests {
+struct ClientFrameHoldTests {
     static func masked(_ opcode: WebSocketOpcode, _ payload: [UInt8], fin: Bool = true, key: UInt32) -> [UInt8] {
         WebSocketFrameWriter.frame(opcode: opcode, payload: payload, fin: fin, maskingKey: key)
     }
@@ -23,18 +22,16 @@ struct EmbeddedClientFrameHoldTests {
         ClientFrameHold(scanner: WebSocketFrameScanner(role: .client))
     }
 
-    /// Feeds `chunks` in order; returns the controls found and the queue's bytes, concatenated.
-    static func feed(
-        _ chunks: [[UInt8]],
-        into hold: inout ClientFrameHold
-    ) throws -> (controls: [ClientFrameHold.ControlFrame], queued: [UInt8]) {
+    /// Feeds `chunks` in order; returns the controls found.
+    static func feed(_ chunks: [[UInt8]], into hold: inout ClientFrameHold) throws -> [ClientFrameHold.ControlFrame] {
         var controls: [ClientFrameHold.ControlFrame] = []
         for chunk in chunks { controls += try hold.receive(ByteBuffer(bytes: chunk)) }
-        return (controls, queuedBytes(of: hold))
+        return controls
     }
 
-    static func queuedBytes(of hold: ClientFrameHold) -> [UInt8] {
-        hold.queue.flatMap { Array($0.readableBytesView) }
+    /// Drains `hold` and concatenates what it handed over.
+    static func drained(_ hold: inout ClientFrameHold) -> [UInt8] {
+        hold.drain().flatMap { Array($0.readableBytesView) }
     }
 
     // MARK: Data frames
@@ -43,16 +40,13 @@ struct EmbeddedClientFrameHoldTests {
     func dataFramesVerbatim() throws {
         var hold = Self.makeHold()
         let input = Self.text + Self.binary + Self.emptyText
-        let (controls, queued) = try Self.feed([input], into: &hold)
+        let controls = try Self.feed([input], into: &hold)
 
         #expect(controls.isEmpty)
-        #expect(queued == input)
         #expect(hold.queuedFrames == 3)
         #expect(hold.queuedBytes == input.count)
         #expect(hold.peakQueuedBytes == input.count)
-        #expect(hold.scanner.stats.frames == 3)
-        #expect(hold.scanner.stats.textMessages == 2)
-        #expect(hold.scanner.stats.binaryMessages == 1)
+        #expect(Self.drained(&hold) == input)
     }
 
     @Test("a fragmented message is queued frame by frame, with a ping between its fragments cut out")
@@ -60,12 +54,11 @@ struct EmbeddedClientFrameHoldTests {
         var hold = Self.makeHold()
         let first = Self.masked(.text, Array("frag-".utf8), fin: false, key: 0x1111_2222)
         let last = Self.masked(.continuation, Array("ment".utf8), key: 0x3333_4444)
-        let (controls, queued) = try Self.feed([first + Self.ping + last], into: &hold)
+        let controls = try Self.feed([first + Self.ping + last], into: &hold)
 
         #expect(controls == [.ping(payload: Self.pingPayload)])
-        #expect(queued == first + last)
         #expect(hold.queuedFrames == 2)
-        #expect(hold.scanner.stats.messages == 1)
+        #expect(Self.drained(&hold) == first + last)
     }
 
     // MARK: Control frames
@@ -73,23 +66,22 @@ struct EmbeddedClientFrameHoldTests {
     @Test("a ping between data frames is cut out and returned with its unmasked payload")
     func pingCutOut() throws {
         var hold = Self.makeHold()
-        let (controls, queued) = try Self.feed([Self.text + Self.ping + Self.binary], into: &hold)
+        let controls = try Self.feed([Self.text + Self.ping + Self.binary], into: &hold)
 
         #expect(controls == [.ping(payload: Self.pingPayload)])
-        #expect(queued == Self.text + Self.binary)
         #expect(hold.queuedBytes == Self.text.count + Self.binary.count)
         #expect(hold.queuedFrames == 2)
-        #expect(hold.scanner.stats.pings == 1)
+        #expect(Self.drained(&hold) == Self.text + Self.binary)
     }
 
     @Test("an empty ping is returned with an empty payload")
     func emptyPing() throws {
         var hold = Self.makeHold()
-        let (controls, queued) = try Self.feed([Self.masked(.ping, [], key: 0xDEAD_BEEF)], into: &hold)
+        let controls = try Self.feed([Self.masked(.ping, [], key: 0xDEAD_BEEF)], into: &hold)
         #expect(controls == [.ping(payload: [])])
-        #expect(queued.isEmpty)
         #expect(hold.queuedBytes == 0)
         #expect(hold.queuedFrames == 0)
+        #expect(hold.drain().isEmpty)
     }
 
     @Test("a close returns its code; a close without a body returns nil; a pong returns .pong")
@@ -101,17 +93,27 @@ struct EmbeddedClientFrameHoldTests {
             key: 0x5566_7788
         )
         let pong = Self.masked(.pong, Array("unsolicited".utf8), key: 0x99AA_BBCC)
-        let (controls, queued) = try Self.feed([Self.text + pong + close1000], into: &hold)
-        #expect(controls == [.pong, .close(code: 1000)])
-        #expect(queued == Self.text)
+        #expect(try Self.feed([Self.text + pong + close1000], into: &hold) == [.pong, .close(code: 1000)])
+        #expect(Self.drained(&hold) == Self.text)
 
         var other = Self.makeHold()
         let bare = Self.masked(.close, [], key: 0x0102_0304)
-        #expect(try Self.feed([bare], into: &other).controls == [.close(code: nil)])
+        #expect(try Self.feed([bare], into: &other) == [.close(code: nil)])
 
         var goingAway = Self.makeHold()
         let close1001 = Self.masked(.close, WebSocketFrameWriter.closePayload(code: 1001, reason: ""), key: 0xFFFF_0000)
-        #expect(try Self.feed([close1001], into: &goingAway).controls == [.close(code: 1001)])
+        #expect(try Self.feed([close1001], into: &goingAway) == [.close(code: 1001)])
+    }
+
+    @Test("controls before a protocol error in the same read are still handed over")
+    func controlsBeforeError() throws {
+        var hold = Self.makeHold()
+        let unmasked = WebSocketFrameWriter.frame(opcode: .text, payload: [1])
+        var seen: [ClientFrameHold.ControlFrame] = []
+        #expect(throws: WebSocketProtocolError(.maskingRuleViolated)) {
+            try hold.receive(ByteBuffer(bytes: Self.ping + unmasked)) { seen.append($0) }
+        }
+        #expect(seen == [.ping(payload: Self.pingPayload)])
     }
 
     // MARK: Splits
@@ -128,11 +130,11 @@ struct EmbeddedClientFrameHoldTests {
         for split in 0...Self.mixed.count {
             var hold = Self.makeHold()
             let chunks = [Array(Self.mixed[..<split]), Array(Self.mixed[split...])]
-            let (controls, queued) = try Self.feed(chunks, into: &hold)
+            let controls = try Self.feed(chunks, into: &hold)
             #expect(controls == Self.mixedControls, "split at \(split)")
-            #expect(queued == Self.mixedQueue, "split at \(split)")
             #expect(hold.queuedFrames == 2, "split at \(split)")
             #expect(hold.queuedBytes == Self.mixedQueue.count, "split at \(split)")
+            #expect(Self.drained(&hold) == Self.mixedQueue, "split at \(split)")
         }
     }
 
@@ -144,7 +146,8 @@ struct EmbeddedClientFrameHoldTests {
             for second in first...input.count {
                 var hold = Self.makeHold()
                 let chunks = [Array(input[..<first]), Array(input[first..<second]), Array(input[second...])]
-                let (controls, queued) = try Self.feed(chunks, into: &hold)
+                let controls = try Self.feed(chunks, into: &hold)
+                let queued = Self.drained(&hold)
                 if controls != [.ping(payload: Self.pingPayload)] || queued != Self.text + Self.text {
                     failures += 1
                     Issue.record("splits at \(first), \(second): \(controls)")
@@ -157,10 +160,10 @@ struct EmbeddedClientFrameHoldTests {
     @Test("one byte per read gives the same queue bytes and controls")
     func oneBytePerRead() throws {
         var hold = Self.makeHold()
-        let (controls, queued) = try Self.feed(Self.mixed.map { [$0] }, into: &hold)
+        let controls = try Self.feed(Self.mixed.map { [$0] }, into: &hold)
         #expect(controls == Self.mixedControls)
-        #expect(queued == Self.mixedQueue)
         #expect(hold.queuedFrames == 2)
+        #expect(Self.drained(&hold) == Self.mixedQueue)
     }
 
     // MARK: Protocol errors
@@ -174,8 +177,8 @@ struct EmbeddedClientFrameHoldTests {
             _ = try hold.receive(ByteBuffer(bytes: unmasked))
         }
         // What came before the bad frame is still held, untouched.
-        #expect(Self.queuedBytes(of: hold) == Self.text)
         #expect(hold.queuedFrames == 1)
+        #expect(Self.drained(&hold) == Self.text)
     }
 
     @Test("an unmasked frame after a split masked one still throws maskingRuleViolated")
@@ -189,7 +192,17 @@ struct EmbeddedClientFrameHoldTests {
         }
     }
 
-    // MARK: Counters and drain
+    @Test("a close frame with an invalid UTF-8 reason throws invalidCloseReason (1007)")
+    func invalidCloseReason() throws {
+        var hold = Self.makeHold()
+        let close = Self.masked(.close, [0x03, 0xE8, 0xC3, 0x28], key: 0x0BAD_F00D)
+        #expect(throws: WebSocketProtocolError(.invalidCloseReason)) {
+            _ = try hold.receive(ByteBuffer(bytes: Self.text + close))
+        }
+        #expect(WebSocketProtocolError(.invalidCloseReason).closeCode == 1007)
+    }
+
+    // MARK: Counters, drain and discard
 
     @Test("queuedBytes counts data bytes as they arrive, queuedFrames only complete frames")
     func countersWhileFrameArrives() throws {
@@ -207,12 +220,12 @@ struct EmbeddedClientFrameHoldTests {
         _ = try hold.receive(ByteBuffer(bytes: Array(Self.binary[50...])))
         #expect(hold.queuedBytes == Self.binary.count)
         #expect(hold.queuedFrames == 1)
-        #expect(Self.queuedBytes(of: hold) == Self.binary)
 
         // A control frame adds nothing to the counters.
         _ = try hold.receive(ByteBuffer(bytes: Self.ping))
         #expect(hold.queuedBytes == Self.binary.count)
         #expect(hold.queuedFrames == 1)
+        #expect(Self.drained(&hold) == Self.binary)
     }
 
     @Test("drain hands over the queue in order and empties it; the peak survives")
@@ -222,32 +235,75 @@ struct EmbeddedClientFrameHoldTests {
         let peak = Self.text.count + Self.binary.count
         #expect(hold.peakQueuedBytes == peak)
 
-        let drained = hold.drain()
-        #expect(drained.flatMap { Array($0.readableBytesView) } == Self.text + Self.binary)
-        #expect(hold.queue.isEmpty)
+        #expect(Self.drained(&hold) == Self.text + Self.binary)
         #expect(hold.queuedBytes == 0)
         #expect(hold.queuedFrames == 0)
         #expect(hold.peakQueuedBytes == peak)
         #expect(hold.drain().isEmpty)
 
-        // Frames after a drain queue afresh; the peak only moves when exceeded.
-        _ = try hold.receive(ByteBuffer(bytes: Self.text))
-        #expect(Self.queuedBytes(of: hold) == Self.text)
+        // Frames after a drain at a frame boundary queue afresh; the peak only moves when exceeded.
+        #expect(try Self.feed([Self.ping + Self.text], into: &hold) == [.ping(payload: Self.pingPayload)])
         #expect(hold.queuedFrames == 1)
         #expect(hold.peakQueuedBytes == peak)
+        #expect(Self.drained(&hold) == Self.text)
     }
 
-    @Test("a drain between the halves of a split frame keeps the stream position")
-    func drainMidFrame() throws {
+    @Test("a drain in the middle of a data frame hands over its bytes so far; the rest follows straight")
+    func drainMidDataFrame() throws {
+        let input = Self.text + Self.binary + Self.ping
+        for cut in [Self.text.count + 1, Self.text.count + 5, Self.text.count + 8, Self.text.count + 20] {
+            var hold = Self.makeHold()
+            _ = try hold.receive(ByteBuffer(bytes: Array(input[..<cut])))
+            let firstPart = Self.drained(&hold)
+            #expect(firstPart == Array(input[..<cut]), "cut at \(cut)")
+            #expect(firstPart + Array(input[cut...]) == input, "cut at \(cut)")
+        }
+    }
+
+    @Test("a ping split byte by byte and drained halfway is the backend's: its bytes so far are handed over")
+    func drainMidPing() throws {
+        let input = Self.text + Self.ping + Self.binary
+        for pingBytes in 1..<Self.ping.count {
+            var hold = Self.makeHold()
+            let cut = Self.text.count + pingBytes
+            let controls = try Self.feed(input[..<cut].map { [$0] }, into: &hold)
+            #expect(controls.isEmpty, "\(pingBytes) ping bytes")
+            #expect(hold.queuedFrames == 1)
+            let handedOver = Self.drained(&hold)
+            #expect(handedOver == Self.text + Self.ping[..<pingBytes], "\(pingBytes) ping bytes")
+            // The rest goes straight to the backend: it sees the client's exact stream.
+            #expect(handedOver + Array(input[cut...]) == input)
+        }
+    }
+
+    @Test("a drain in the middle of a header hands over the header bytes so far")
+    func drainMidHeader() throws {
         var hold = Self.makeHold()
         let input = Self.text + Self.binary
-        let cut = Self.text.count + 20
-        _ = try hold.receive(ByteBuffer(bytes: Array(input[..<cut])))
-        let firstPart = hold.drain().flatMap { Array($0.readableBytesView) }
-        let controls = try hold.receive(ByteBuffer(bytes: Array(input[cut...]) + Self.ping))
+        let cut = Self.text.count + 3
+        #expect(try Self.feed([Array(input[..<cut])], into: &hold).isEmpty)
+        #expect(hold.queuedBytes == Self.text.count)
+        #expect(Self.drained(&hold) == Array(input[..<cut]))
+    }
+
+    @Test("a ping drained whole is not handed over again")
+    func drainAfterWholePing() throws {
+        var hold = Self.makeHold()
+        let controls = try Self.feed((Self.text + Self.ping).map { [$0] }, into: &hold)
         #expect(controls == [.ping(payload: Self.pingPayload)])
-        #expect(firstPart + Self.queuedBytes(of: hold) == input)
-        #expect(hold.queuedFrames == 1)
+        #expect(Self.drained(&hold) == Self.text)
+    }
+
+    @Test("discard lets go of everything held, the partial frame too")
+    func discard() throws {
+        var hold = Self.makeHold()
+        _ = try hold.receive(ByteBuffer(bytes: Self.text + Self.binary + Self.ping[..<4]))
+        let peak = hold.peakQueuedBytes
+        hold.discard()
+        #expect(hold.queuedBytes == 0)
+        #expect(hold.queuedFrames == 0)
+        #expect(hold.peakQueuedBytes == peak)
+        #expect(hold.drain().isEmpty)
     }
 
     @Test("queued bytes are slices of a read: a reader index past zero is honoured")
@@ -257,6 +313,6 @@ struct EmbeddedClientFrameHoldTests {
         buffer.moveReaderIndex(forwardBy: 3)
         let controls = try hold.receive(buffer)
         #expect(controls == [.ping(payload: Self.pingPayload)])
-        #expect(Self.queuedBytes(of: hold) == Self.text)
+        #expect(Self.drained(&hold) == Self.text)
     }
 }

@@ -1,0 +1,98 @@
+import NIOCore
+import ReadyGateCore
+
+/// The first handler of a relay half: it scans the WebSocket frames its peer sends, passes the
+/// bytes on untouched, and reports to the session what matters to it — a close frame, a protocol
+/// error, the backend's ready message, and the peer's end of input or of connection. It keeps the
+/// direction's traffic counters for the session summary.
+///
+/// Reports come after the bytes that carried them were passed on, so whatever the session does
+/// about them (closing a channel, say) happens after those bytes were relayed. After a protocol
+/// error it stops scanning and only counts bytes: the endpoints deal with a broken stream.
+final class FrameWatcher: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    let side: SessionStateMachine.Side
+    private let events: any SessionEvents
+    private var scanner: WebSocketFrameScanner?
+    private var countedAfterStop = WebSocketTrafficStats()
+    /// Looks for the ready message in the backend's frames (upstream half, message gate).
+    var readyMatcher: ReadyMessageMatcher?
+    private var sawCloseFrame = false
+    private var reportedInputClosed = false
+
+    init(side: SessionStateMachine.Side, scanner: WebSocketFrameScanner, events: any SessionEvents) {
+        self.side = side
+        self.scanner = scanner
+        self.events = events
+    }
+
+    /// The counters of this direction.
+    var stats: WebSocketTrafficStats { scanner?.stats ?? countedAfterStop }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        guard var watching = scanner else {
+            countedAfterStop.bytes += UInt64(buffer.readableBytes)
+            context.fireChannelRead(data)
+            return
+        }
+        var closeCode: UInt16??
+        var ready = false
+        var failure: WebSocketProtocolError?
+        buffer.withUnsafeReadableBytes { bytes in
+            do throws(WebSocketProtocolError) {
+                try watching.scan(bytes) { event in
+                    if readyMatcher != nil {
+                        readyMatcher!.observe(event, in: bytes)
+                        ready = ready || readyMatcher!.matched
+                    }
+                    if case .frameEnd(let header, _, let code) = event, header.opcode == .close, closeCode == nil {
+                        closeCode = .some(code)
+                    }
+                }
+            } catch {
+                failure = error
+            }
+        }
+        if failure != nil {
+            countedAfterStop = watching.stats
+            scanner = nil
+        } else {
+            scanner = watching
+        }
+        context.fireChannelRead(data)
+        if ready {
+            readyMatcher = nil
+            events.readyMessageSeen()
+        }
+        if let closeCode, !sawCloseFrame {
+            sawCloseFrame = true
+            events.closeFrame(from: side, code: closeCode)
+        }
+        if let failure { events.protocolError(from: side, failure) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            reportInputClosed(gone: false)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        reportInputClosed(gone: true)
+        context.fireChannelInactive()
+    }
+
+    private func reportInputClosed(gone: Bool) {
+        if reportedInputClosed && !gone { return }
+        reportedInputClosed = true
+        events.inputClosed(side, gone: gone)
+    }
+}
+
+@available(*, unavailable)
+extension FrameWatcher: Sendable {}

@@ -1,0 +1,27 @@
+import NIOCore
+
+/// A session's timers. The handshake, gate and retry timers matter until READY or the end; the
+/// close linger until both connections are closed.
+struct SessionTimers {
+    var handshake: Scheduled<Void>?
+    var gate: Scheduled<Void>?
+    var retry: Scheduled<Void>?
+    var linger: Scheduled<Void>?
+
+    /// Cancels the handshake, gate and retry timers. A cancelled task still holds its closure
+    /// while referenced, so the handles go too.
+    mutating func cancelHandshakeTimers() {
+        handshake?.cancel()
+        gate?.cancel()
+        retry?.cancel()
+        handshake = nil
+        gate = nil
+        retry = nil
+    }
+
+    mutating func cancelAll() {
+        cancelHandshakeTimers()
+        linger?.cancel()
+        linger = nil
+    }
+}

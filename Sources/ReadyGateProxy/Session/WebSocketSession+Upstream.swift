@@ -1,0 +1,152 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ReadyGateCore
+
+/// The upstream side: connect attempts, the backend's answer, and the pipeline switch after its `101`.
+extension WebSocketSession {
+    func connectUpstream(attempt: Int) {
+        guard let upgradeRequest = upstreamRequest() else { return }
+        let remaining = max(1, settings.timing.handshakeTimeoutMs - nowMs)
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let target = settings.upstream
+        let connect = ClientBootstrap(group: eventLoop)
+            .connectTimeout(.milliseconds(Int64(remaining)))
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.recvAllocator, value: ChannelTuning.receiveAllocator)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(UpstreamEOFGate())
+                    try sync.addHandler(HTTPRequestEncoder())
+                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)))
+                    try sync.addHandler(
+                        UpstreamHandshakeHandler(session: bound.value, request: upgradeRequest, attempt: attempt)
+                    )
+                }
+            }
+            .connect(host: target.host, port: target.port)
+        attempts[attempt] = connect
+        connect.assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success(let channel):
+                openUpstreamChannels += 1
+                channel.closeFuture.assumeIsolated().whenComplete { [self] _ in upstreamChannelClosed() }
+            case .failure(let error):
+                upstreamAttemptFailed(attempt: attempt, error: "\(error)")
+            }
+        }
+    }
+
+    /// The upgrade request for the backend: the client's path and end-to-end headers, a fresh key,
+    /// `X-Forwarded-*`. Built at the first connect (after `start` settled the accept mode and the
+    /// subprotocol), the same for every attempt; nil once the handshake state is released.
+    private func upstreamRequest() -> HTTPRequestHead? {
+        guard let handshake else { return nil }
+        if let built = handshake.upstreamRequest { return built }
+        var list = ProxyHeaders.upstreamUpgradeHeaders(
+            client: handshake.headers,
+            key: handshake.upstreamKey,
+            keepExtensions: keepsExtensions,
+            clientAddress: clientChannel.remoteAddress?.ipAddress,
+            proto: "http"
+        )
+        if machine.acceptMode == .immediate && settings.subprotocols != nil {
+            list.remove("sec-websocket-protocol")
+            if let chosen = handshake.chosenSubprotocol { list.add("Sec-WebSocket-Protocol", chosen) }
+        }
+        let built = HTTPRequestHead(version: .http1_1, method: .GET, uri: handshake.uri, headers: HTTPHeaders(list))
+        self.handshake?.upstreamRequest = built
+        return built
+    }
+
+    /// Extensions are negotiated end to end only in `upstream` mode with the delay gate: the message
+    /// gate must read the backend's ready frame, which permessage-deflate would compress.
+    private var keepsExtensions: Bool {
+        machine.acceptMode == .upstream && machine.configuration.gate == .delay
+    }
+
+    func dropUpstreamAttempt(_ attempt: Int) {
+        if let pending = pendingUpgrade, pending.attempt == attempt {
+            pendingUpgrade = nil
+            pending.context.close(promise: nil)
+        }
+        attempts.removeValue(forKey: attempt)?.whenSuccess { $0.close(promise: nil) }
+    }
+
+    /// The session ended while this attempt's upgrade was in flight: its answer may still come
+    /// (and is then closed properly); the channel goes after `withinMs` at the latest.
+    func abandonUpstreamAttempt(_ attempt: Int, withinMs: Int) {
+        guard let connect = attempts[attempt] else { return }
+        let loop = eventLoop
+        connect.whenSuccess { channel in
+            loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(withinMs))) { channel.close(promise: nil) }
+        }
+    }
+
+    /// The backend's `101` is checked and turned into the upstream relay half.
+    func switchUpstream(watchForReadyMessage: Bool) {
+        guard let pending = pendingUpgrade else { return }
+        pendingUpgrade = nil
+        let watcher = FrameWatcher(
+            side: .upstream,
+            scanner: WebSocketFrameScanner(role: .server, allowedReservedBits: negotiatedReservedBits),
+            events: self
+        )
+        // Watch before the switch: the backend's first frames come out of the HTTP decoder as soon
+        // as it is removed.
+        if watchForReadyMessage { watcher.readyMatcher = ReadyMessageMatcher(readyMessage: settings.readyMessage) }
+        let glue = GlueHandler()
+        if let clientGlue { GlueHandler.pair(clientGlue, glue) }
+        upstreamWatcher = watcher
+        upstreamGlue = glue
+        upstreamChannel = pending.context.channel
+        do {
+            try UpstreamPipeline.switchToWebSocket(context: pending.context, watcher: watcher, glue: glue)
+        } catch {
+            logger.error("pipeline_switch_failed", metadata: ["side": "upstream", "error": "\(error)"])
+            pending.context.close(promise: nil)
+        }
+    }
+}
+
+extension WebSocketSession: UpstreamHandshakeObserver {
+    func upstreamAttemptFailed(attempt: Int, error: String) {
+        logger.debug("upstream_attempt_failed", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+        perform(machine.upstreamConnectFailed(attempt: attempt, nowMs: nowMs, using: &random))
+    }
+
+    func upstreamAnsweredNon101(_ head: HTTPResponseHead, body: ByteBuffer?, attempt: Int) {
+        handshake?.rejection = (head, body)
+        perform(machine.upstreamRejected(status: Int(head.status.code), attempt: attempt, nowMs: nowMs, using: &random))
+    }
+
+    func upstreamAnswered101(
+        _ head: HTTPResponseHead,
+        handshake handler: UpstreamHandshakeHandler,
+        context: ChannelHandlerContext,
+        attempt: Int
+    ) {
+        pendingUpgrade = (attempt, handler, context)
+        if let state = handshake, let sent = state.upstreamRequest,
+            let problem = WebSocketHandshake.verifyUpstreamAnswer(
+                headers: HTTPHeaderList(head.headers),
+                sentKey: state.upstreamKey,
+                offeredSubprotocols: sent.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init),
+                extensionsOffered: keepsExtensions && !state.upgrade.extensions.isEmpty
+            )
+        {
+            logger.warning("upstream_handshake_invalid", metadata: ["problem": "\(problem)"])
+            perform(machine.upstreamHandshakeInvalid(problem: problem, attempt: attempt, nowMs: nowMs))
+        } else {
+            if machine.acceptMode == .upstream { handshake?.upstreamResponse = head }
+            perform(machine.upstreamUpgraded(attempt: attempt, nowMs: nowMs))
+        }
+        // An answer the machine neither switched nor dropped (a stale attempt) is closed here.
+        if let pending = pendingUpgrade, pending.attempt == attempt {
+            pendingUpgrade = nil
+            context.close(promise: nil)
+        }
+    }
+}
