@@ -75,6 +75,7 @@ let package = Package(
         ),
         .target(
             name: "ReadyGateTestSupport",
+            dependencies: ["ReadyGateCore"],
             path: "Tests/ReadyGateTestSupport",
             swiftSettings: strictSettings
         ),

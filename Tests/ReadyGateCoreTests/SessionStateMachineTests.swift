@@ -1344,7 +1344,7 @@ struct SessionStateMachineHandshakeTests {
         #expect(machine.gatePassed(nowMs: 65) == [.cancelTimers, .flushAndSplice])
         #expect(machine.closeFrame(from: .client, code: 1000, nowMs: 4000) == [.armCloseLinger(ms: lingerMs)])
         #expect(machine.closeFrame(from: .upstream, code: 1000, nowMs: 4001) == [.closeChannel(.client)])
-        #expect(machine.inputClosed(.upstream, gone: true, nowMs: 4002).isEmpty)
+        #expect(machine.inputClosed(.upstream, gone: true, nowMs: 4002) == [.closeChannel(.upstream)])
         machine.closed(nowMs: 5000)
         #expect(
             machine.record.stateTimes == [
@@ -1414,9 +1414,9 @@ struct SessionStateMachineClosingTests {
         #expect(machine.closeFrame(from: .client, code: 1011, nowMs: 26) == [.closeChannel(.client)])
         #expect(machine.record.clientCloseCode == 1011)
         #expect(machine.record.closer == .upstream)
-        // The backend closes its own connection; the linger closes whatever is left.
-        #expect(machine.inputClosed(.upstream, gone: false, nowMs: 27).isEmpty)
-        #expect(machine.inputClosed(.client, gone: true, nowMs: 28) == [.closeChannel(.upstream)])
+        // The backend ends its output after the close handshake: its connection goes.
+        #expect(machine.inputClosed(.upstream, gone: false, nowMs: 27) == [.closeChannel(.upstream)])
+        #expect(machine.inputClosed(.client, gone: true, nowMs: 28).isEmpty)
         #expect(machine.closeLingerExpired(nowMs: 300).isEmpty)
         #expect(machine.record.endReason == nil)
     }
@@ -1529,9 +1529,9 @@ struct SessionStateMachineClosingTests {
         #expect(machine.shutdown(nowMs: 31).isEmpty)
         #expect(machine.closeFrame(from: .client, code: 1001, nowMs: 32) == [.closeChannel(.client)])
         #expect(machine.closeFrame(from: .upstream, code: 1001, nowMs: 33).isEmpty)
-        // The backend closes its own connection; the linger closes the channel if it is left open.
-        #expect(machine.inputClosed(.upstream, gone: true, nowMs: 34).isEmpty)
-        #expect(machine.closeLingerExpired(nowMs: 300) == [.closeChannel(.upstream)])
+        // The backend ends its connection after the close handshake: the proxy's side goes too.
+        #expect(machine.inputClosed(.upstream, gone: true, nowMs: 34) == [.closeChannel(.upstream)])
+        #expect(machine.closeLingerExpired(nowMs: 300).isEmpty)
         #expect(machine.record.closer == .proxy)
         #expect(machine.record.endReason == .goingAway)
         #expect(machine.record.patterns.isEmpty)
@@ -1614,6 +1614,31 @@ struct SessionStateMachineClosingTests {
         #expect(machine.inputClosed(.client, gone: false, nowMs: 22) == [.closeChannel(.client)])
         #expect(machine.inputClosed(.client, gone: true, nowMs: 23).isEmpty)
         #expect(machine.closeLingerExpired(nowMs: 300).isEmpty)
+    }
+
+    // MARK: Found by the loopback tests, fixed
+
+    @Test("shutdown, the client answers, then the backend's close and FIN: the backend's connection goes")
+    func shutdownBackendClosesLast() {
+        var machine = relayingMachine()
+        _ = machine.shutdown(nowMs: 20)
+        #expect(machine.closeFrame(from: .client, code: 1001, nowMs: 21) == [.closeChannel(.client)])
+        #expect(machine.inputClosed(.client, gone: true, nowMs: 22).isEmpty)
+        #expect(machine.closeFrame(from: .upstream, code: 1001, nowMs: 23).isEmpty)
+        #expect(machine.inputClosed(.upstream, gone: false, nowMs: 24) == [.closeChannel(.upstream)])
+    }
+
+    @Test("the backend's close and FIN before the client's answer: the answer is relayed, then both go")
+    func backendClosesFirstThenFin() {
+        var machine = relayingMachine()
+        #expect(machine.closeFrame(from: .upstream, code: 1000, nowMs: 20) == [.armCloseLinger(ms: lingerMs)])
+        #expect(machine.inputClosed(.upstream, gone: false, nowMs: 21).isEmpty, "the client's answer is still due")
+        #expect(
+            machine.closeFrame(from: .client, code: 1000, nowMs: 22) == [
+                .closeChannel(.client), .closeChannel(.upstream),
+            ]
+        )
+        #expect(machine.record.closer == .upstream)
     }
 
     // MARK: Found by these tests, fixed

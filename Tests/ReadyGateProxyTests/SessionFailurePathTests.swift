@@ -88,7 +88,6 @@ struct SessionFailurePathTests {
             #expect(codes == [1011])
             let record = try #require(try await proxy.sessions.waitFor(1).first)
             #expect(record.patterns.contains(.upstreamErrorAfterReady))
-            #expect(record.patterns.contains(.earlyClientFrames))
             #expect(record.closer == .upstream)
             #expect(record.endReason == nil)
             #expect(record.upstreamCloseCode == 1011)
@@ -250,6 +249,166 @@ struct SessionFailurePathTests {
             #expect(seen.allSatisfy { $0.masked && $0.reservedBits == 0 && [0x1, 0x8, 0x9].contains($0.opcode) })
             #expect(seen.filter { $0.opcode == 0x1 }.map(\.text) == ["after"])
             #expect(seen.filter { $0.opcode == 0x9 }.allSatisfy { $0.payload == payload })
+        }
+    }
+
+    /// An echo backend behind the message gate that says it is ready when the test signals (never
+    /// without a signal); it answers a binary message with its length.
+    static func readyOnSignal(
+        _ signal: AsyncStream<Void>?,
+        log: BackendLog? = nil
+    ) -> @Sendable (Int, inout ScriptedConnection) async throws -> Void {
+        { _, backend in
+            try await backend.acceptUpgrade()
+            if let signal {
+                for await _ in signal { break }
+                try await backend.write(serverFrame(.text, Self.ready))
+            }
+            while let frame = try await backend.readFrame() {
+                log?.append(frame)
+                switch frame.opcode {
+                case 0x9: try await backend.write(serverFrame(.pong, frame.payload))
+                case 0x8:
+                    try await backend.write(serverFrame(.close, frame.payload))
+                    return
+                case 0x2: try await backend.write(serverFrame(.text, Array("\(frame.payload.count)".utf8)))
+                default: try await backend.write(serverFrame(.text, frame.payload))
+                }
+            }
+        }
+    }
+
+    @Test("READYGATE_READY_TIMEOUT_ACTION=open: at the timeout the held frames go to the backend")
+    func timeoutOpen() async throws {
+        try await withScripted(
+            { settings in
+                settings.readyTimeoutAction = .open
+                settings.timing.handshakeTimeoutMs = 300
+            },
+            script: Self.readyOnSignal(nil)
+        ) { proxy in
+            let echo = try await RawClient.session(port: proxy.port) { client in
+                try await client.write(clientFrame(.text, Array("early".utf8)))
+                let echo = try await client.expectFrame()
+                try await client.write(clientFrame(.close, closePayload(1000)))
+                _ = try await client.readAll()
+                return echo.text
+            }
+            #expect(echo == "early")
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.patterns.contains(.readyTimeout))
+            #expect(record.endReason == nil)
+            #expect(record.undeliveredFrames == 0)
+        }
+    }
+
+    @Test("one client frame larger than READYGATE_MAX_BUFFER_BYTES is held whole and delivered")
+    func frameLargerThanBound() async throws {
+        let (signal, fire) = AsyncStream<Void>.makeStream()
+        try await withScripted({ $0.maxBufferBytes = 1024 }, script: Self.readyOnSignal(signal)) { proxy in
+            let texts = try await RawClient.session(port: proxy.port) { client in
+                try await client.write(clientFrame(.binary, Array(repeating: 0x5A, count: 65_536)))
+                fire.yield()
+                var texts: [String] = []
+                while texts.count < 2, let frame = try await client.readFrame() {
+                    if frame.opcode == 0x1 { texts.append(frame.text) }
+                }
+                try await client.write(clientFrame(.close, closePayload(1000)))
+                _ = try await client.readAll()
+                return texts
+            }
+            #expect(texts.last == "65536")
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.patterns.contains(.bufferBackpressure))
+            #expect(record.undeliveredFrames == 0)
+        }
+    }
+
+    @Test("a fragmented message begun before READY and finished after reaches the backend in order")
+    func fragmentedAcrossFlush() async throws {
+        let (signal, fire) = AsyncStream<Void>.makeStream()
+        let backendSaw = BackendLog()
+        try await withScripted(script: Self.readyOnSignal(signal, log: backendSaw)) { proxy in
+            try await RawClient.session(port: proxy.port) { client in
+                try await client.write(clientFrame(.text, Array("ab".utf8), fin: false))
+                fire.yield()
+                while let frame = try await client.readFrame(), frame.opcode != 0x1 {}
+                try await client.write(clientFrame(.continuation, Array("cd".utf8)))
+                try await client.write(clientFrame(.close, closePayload(1000)))
+                _ = try await client.readAll()
+            }
+            _ = try await proxy.sessions.waitFor(1)
+            let frames = backendSaw.frames
+            #expect(frames.map(\.opcode) == [0x1, 0x0, 0x8])
+            #expect(frames.map(\.fin) == [false, true, true])
+            #expect(frames.prefix(2).map(\.text) == ["ab", "cd"])
+        }
+    }
+
+    @Test("a ping and a close behind a full hold: one pong, and the close handshake completes")
+    func pingAndCloseBehindPausedReads() async throws {
+        let (signal, fire) = AsyncStream<Void>.makeStream()
+        try await withScripted({ $0.maxBufferBytes = 1024 }, script: Self.readyOnSignal(signal)) { proxy in
+            let (pongs, closes) = try await RawClient.session(port: proxy.port) { client in
+                try await client.write(clientFrame(.binary, Array(repeating: 1, count: 8192)))
+                try await client.write(clientFrame(.ping, [42]) + clientFrame(.close, closePayload(1000)))
+                fire.yield()
+                var pongs: [[UInt8]] = []
+                var closes: [UInt16?] = []
+                for frame in try await client.readAll() {
+                    if frame.opcode == 0xA { pongs.append(frame.payload) }
+                    if frame.opcode == 0x8 { closes.append(frame.closeCode) }
+                }
+                return (pongs, closes)
+            }
+            #expect(pongs == [[42]])
+            #expect(closes == [1000])
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.closer == .client)
+            #expect(record.clientCloseCode == 1000)
+        }
+    }
+
+    /// `upstream` accept mode: the client has no `101` until the backend's is verified.
+    @Test(
+        "upstream mode: a bad Sec-WebSocket-Accept or an unoffered subprotocol is 502, a silent backend 504",
+        arguments: ["bad accept", "subprotocol", "silent"]
+    )
+    func upstreamModeFailures(kind: String) async throws {
+        try await withScripted(
+            { settings in
+                settings.acceptMode = .upstream
+                settings.timing.handshakeTimeoutMs = 300
+            },
+            script: { _, backend in
+                guard let head = try await backend.readHead() else { return }
+                let key =
+                    head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("sec-websocket-key:") }
+                    .map { String($0.split(separator: " ").last ?? "") } ?? ""
+                switch kind {
+                case "bad accept":
+                    try await backend.write(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            + "Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"
+                    )
+                case "subprotocol":
+                    try await backend.write(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            + "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: key))\r\n"
+                            + "Sec-WebSocket-Protocol: chat\r\n\r\n"
+                    )
+                default:
+                    break
+                }
+                while try await backend.readFrame() != nil {}
+            }
+        ) { proxy in
+            let answer = try await rawExchange(port: proxy.port, request: upgradeRequest())
+            let expected = kind == "silent" ? "HTTP/1.1 504" : "HTTP/1.1 502"
+            #expect(answer.hasPrefix(expected), "\(answer)")
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.closer == .proxy)
+            #expect(record.endReason?.closeCode == (kind == "silent" ? 1013 : 1011))
         }
     }
 }

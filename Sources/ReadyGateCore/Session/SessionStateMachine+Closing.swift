@@ -242,6 +242,7 @@ extension SessionStateMachine {
             }
         }
         actions += finishIfDone(&relaying.close)
+        actions += closeUpstreamIfDone(&relaying.close)
         if !relaying.close.lingerArmed {
             relaying.close.lingerArmed = true
             actions.append(.armCloseLinger(ms: configuration.closeLingerMs))
@@ -292,12 +293,14 @@ extension SessionStateMachine {
             close.upstreamInputClosed = true
             close.upstreamGone = close.upstreamGone || gone
             if close.upstreamSentClose {
-                // The backend closed after its close frame: the client's answer is all that is left.
+                // The backend ended after its close frame: once it has been sent a close frame too
+                // (the client's, relayed, or the proxy's), nothing is left to exchange with it.
+                var actions = closeUpstreamIfDone(&close)
                 if gone && close.clientSentClose && !close.clientClosing {
                     close.clientClosing = true
-                    return [.closeChannel(.client)]
+                    actions.append(.closeChannel(.client))
                 }
-                return []
+                return actions
             }
             if close.proxyClosedUpstream || close.proxyClosedClient {
                 // The proxy is already ending the session (shutdown, a client gone).
@@ -326,6 +329,16 @@ extension SessionStateMachine {
             }
             return actions
         }
+    }
+
+    /// The backend sent its close frame and ended its output, and has been sent a close frame:
+    /// its connection may go.
+    private func closeUpstreamIfDone(_ close: inout CloseProgress) -> [Action] {
+        guard close.upstreamSentClose, close.upstreamInputClosed, close.clientSentClose || close.proxyClosedUpstream,
+            !close.upstreamClosing
+        else { return [] }
+        close.upstreamClosing = true
+        return [.closeChannel(.upstream)]
     }
 
     private func closeUpstreamIfGone(_ close: inout CloseProgress, always: Bool = false) -> [Action] {

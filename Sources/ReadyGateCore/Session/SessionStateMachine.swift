@@ -184,8 +184,11 @@ public struct SessionStateMachine: Sendable {
     /// Whether an impossible transition traps (debug builds) or ends the session with 1011 (release).
     let trapsOnInvalidTransition: Bool
 
-    let retry: ProgressiveDelay
-    let detector: RaceDetector
+    /// Made from the configuration when needed: a live session keeps one copy of its timing.
+    var retry: ProgressiveDelay {
+        ProgressiveDelay(baseMs: configuration.timing.baseDelayMs, capMs: configuration.timing.retryCapMs)
+    }
+    var detector: RaceDetector { RaceDetector(timing: configuration.timing) }
 
     public init(
         configuration: Configuration,
@@ -195,8 +198,6 @@ public struct SessionStateMachine: Sendable {
         self.configuration = configuration
         self.record = record
         self.trapsOnInvalidTransition = trapsOnInvalidTransition
-        self.retry = ProgressiveDelay(baseMs: configuration.timing.baseDelayMs, capMs: configuration.timing.retryCapMs)
-        self.detector = RaceDetector(timing: configuration.timing)
         self.record.stateTimes = [.initializing: 0]
     }
 

@@ -4,8 +4,8 @@ import NIOHTTP1
 /// How a session answers the client's upgrade request before the splice: the accepting answer
 /// (HTTP/1.1's `101`) with the relay handlers installed behind it, or an HTTP error. This is the
 /// session's transport seam: HTTP/1.1 here, an HTTP/2 stream (RFC 8441, `200` to an extended
-/// CONNECT) as another conformance.
-protocol ClientResponder {
+/// CONNECT) as another conformance. A class, so that a session keeps one reference to it.
+protocol ClientResponder: AnyObject {
     /// The client's channel (over HTTP/2, its stream channel).
     var channel: any Channel { get }
     /// Sends the accepting answer with `headers`, then puts `relay` in place of the HTTP handlers.
@@ -15,8 +15,12 @@ protocol ClientResponder {
 }
 
 /// The HTTP/1.1 client: the entry handler's context, until the pipeline switch.
-struct HTTP1ClientResponder: ClientResponder {
+final class HTTP1ClientResponder: ClientResponder {
     let context: ChannelHandlerContext
+
+    init(context: ChannelHandlerContext) {
+        self.context = context
+    }
 
     var channel: any Channel { context.channel }
 
@@ -44,3 +48,6 @@ struct HTTP1ClientResponder: ClientResponder {
         channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
     }
 }
+
+@available(*, unavailable)
+extension HTTP1ClientResponder: Sendable {}

@@ -15,10 +15,13 @@ final class FrameWatcher: ChannelInboundHandler {
 
     let side: SessionStateMachine.Side
     private let events: any SessionEvents
-    private var scanner: WebSocketFrameScanner?
-    private var countedAfterStop = WebSocketTrafficStats()
-    /// Looks for the ready message in the backend's frames (upstream half, message gate).
-    var readyMatcher: ReadyMessageMatcher?
+    private var scanner: WebSocketFrameScanner
+    /// Set by a protocol error: from then on bytes are only counted.
+    private var stopped = false
+    private var bytesAfterStop: UInt64 = 0
+    /// Looks for the ready message in the backend's frames (upstream half, message gate, until it
+    /// matched). Boxed: a spliced session keeps a nil pointer, not a matcher's worth of bytes.
+    private var readyMatch: ReadyMatch?
     private var sawCloseFrame = false
     private var reportedInputClosed = false
 
@@ -29,24 +32,34 @@ final class FrameWatcher: ChannelInboundHandler {
     }
 
     /// The counters of this direction.
-    var stats: WebSocketTrafficStats { scanner?.stats ?? countedAfterStop }
+    var stats: WebSocketTrafficStats {
+        var stats = scanner.stats
+        stats.bytes += bytesAfterStop
+        return stats
+    }
+
+    /// Starts looking for the backend's ready message.
+    func watchForReadyMessage(_ readyMessage: String) {
+        readyMatch = ReadyMatch(ReadyMessageMatcher(readyMessage: readyMessage))
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        guard var watching = scanner else {
-            countedAfterStop.bytes += UInt64(buffer.readableBytes)
+        guard !stopped else {
+            bytesAfterStop += UInt64(buffer.readableBytes)
             context.fireChannelRead(data)
             return
         }
+        var watching = scanner
         var closeCode: UInt16??
         var ready = false
         var failure: WebSocketProtocolError?
         buffer.withUnsafeReadableBytes { bytes in
             do throws(WebSocketProtocolError) {
                 try watching.scan(bytes) { event in
-                    if readyMatcher != nil {
-                        readyMatcher!.observe(event, in: bytes)
-                        ready = ready || readyMatcher!.matched
+                    if let readyMatch {
+                        readyMatch.matcher.observe(event, in: bytes)
+                        ready = ready || readyMatch.matcher.matched
                     }
                     if case .frameEnd(let header, _, let code) = event, header.opcode == .close, closeCode == nil {
                         closeCode = .some(code)
@@ -56,15 +69,11 @@ final class FrameWatcher: ChannelInboundHandler {
                 failure = error
             }
         }
-        if failure != nil {
-            countedAfterStop = watching.stats
-            scanner = nil
-        } else {
-            scanner = watching
-        }
+        scanner = watching
+        stopped = failure != nil
         context.fireChannelRead(data)
         if ready {
-            readyMatcher = nil
+            readyMatch = nil
             events.readyMessageSeen()
         }
         if let closeCode, !sawCloseFrame {
@@ -96,3 +105,15 @@ final class FrameWatcher: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension FrameWatcher: Sendable {}
+
+/// A ``ReadyMessageMatcher`` by reference.
+final class ReadyMatch {
+    var matcher: ReadyMessageMatcher
+
+    init(_ matcher: ReadyMessageMatcher) {
+        self.matcher = matcher
+    }
+}
+
+@available(*, unavailable)
+extension ReadyMatch: Sendable {}

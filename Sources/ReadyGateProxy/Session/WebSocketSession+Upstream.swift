@@ -96,7 +96,7 @@ extension WebSocketSession {
         )
         // Watch before the switch: the backend's first frames come out of the HTTP decoder as soon
         // as it is removed.
-        if watchForReadyMessage { watcher.readyMatcher = ReadyMessageMatcher(readyMessage: settings.readyMessage) }
+        if watchForReadyMessage { watcher.watchForReadyMessage(settings.readyMessage) }
         let glue = GlueHandler()
         if let clientGlue { GlueHandler.pair(clientGlue, glue) }
         upstreamWatcher = watcher

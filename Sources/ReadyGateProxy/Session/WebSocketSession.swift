@@ -145,7 +145,9 @@ final class WebSocketSession {
         case .armGateDelay(let ms):
             timers.gate = schedule(in: ms) { $0.perform($0.machine.gatePassed(nowMs: $0.nowMs)) }
         case .flushAndSplice:
+            // Only the handshake needed these; the live upstream channel is `upstreamChannel`.
             handshake = nil
+            attempts = [:]
             clientHold?.release()
             clientHold = nil
         case .dropHeldFrames:
