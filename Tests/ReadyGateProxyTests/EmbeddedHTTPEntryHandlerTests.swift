@@ -162,6 +162,27 @@ struct EmbeddedHTTPEntryHandlerTests {
         #expect(!channel.isActive)
     }
 
+    @Test(
+        "a request without Host (HTTP/1.1) or with two is answered 400 and closed (RFC 9112 §3.2)",
+        arguments: [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a.test\r\nhost: b.test\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        ]
+    )
+    func hostRules(request: String) throws {
+        let channel = try makeChannel()
+        try channel.writeInbound(ByteBuffer(string: request))
+        channel.embeddedEventLoop.run()
+
+        let responses = try readResponses(channel)
+        #expect(responses.map(\.status) == [400])
+        #expect(responses.first?.body.contains("Host") == true)
+        #expect(!channel.isActive)
+    }
+
     @Test("HTTP/2.0 in an HTTP/1 request line is answered 400 and the connection closed")
     func wrongMajorVersion() throws {
         let channel = try makeChannel()

@@ -273,6 +273,27 @@ struct HTTPForwardIntegrationTests {
         }
     }
 
+    @Test("a chunked body with a bad chunk size is answered 400 before any response, and closed")
+    func badChunkSize() async throws {
+        try await withHTTPBackend { _, proxy in
+            let request =
+                "POST /sum HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + "4\r\nabcd\r\nZZ\r\nnope\r\n0\r\n\r\n"
+            let answer = try await rawExchange(port: proxy.port, request: request)
+            #expect(answer.hasPrefix("HTTP/1.1 400"), "\(answer)")
+            #expect(answer.components(separatedBy: "HTTP/1.1").count == 2)
+            #expect(answer.contains("Connection: close"))
+        }
+    }
+
+    @Test("an HTTP/1.0 request without Host is still forwarded")
+    func http10WithoutHost() async throws {
+        try await withHTTPBackend { _, proxy in
+            let answer = try await rawExchange(port: proxy.port, request: "GET /headers HTTP/1.0\r\n\r\n")
+            #expect(answer.hasPrefix("HTTP/1.1 200") || answer.hasPrefix("HTTP/1.0 200"), "\(answer)")
+        }
+    }
+
     @Test("a pooled connection the backend closes as it is reused is retried on a fresh one")
     func staleConnectionRetried() async throws {
         try await withHTTPBackend(dropSecondRequest: true) { backend, proxy in

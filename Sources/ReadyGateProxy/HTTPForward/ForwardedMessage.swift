@@ -15,6 +15,15 @@ enum ForwardedMessage {
     /// checks each). It accepts `Transfer-Encoding: chunked` in an HTTP/1.0 request, which is
     /// refused here (RFC 9112 §6.1); the other checks are repeated on the decoded head so that no
     /// smuggling defence depends on parser flags alone (RFC 9112 §6.1, §6.3).
+    /// A request whose `Host` breaks RFC 9112 §3.2: none in an HTTP/1.1 request, or more than one
+    /// (any version). Such a request gets `400`.
+    static func hostProblem(_ head: HTTPRequestHead) -> String? {
+        let hosts = head.headers[canonicalForm: "host"]
+        if hosts.count > 1 { return "more than one Host" }
+        if hosts.isEmpty && head.version.isAtLeastHTTP11 { return "no Host in an HTTP/1.1 request" }
+        return nil
+    }
+
     static func framingProblem(_ head: HTTPRequestHead) -> String? {
         let hasTransferEncoding = head.headers.contains(name: "transfer-encoding")
         guard hasTransferEncoding || head.headers.contains(name: "content-length") else { return nil }

@@ -155,6 +155,15 @@ final class HTTPForwarder {
         abandonUpstream()
     }
 
+    /// The client's request broke HTTP/1.1 mid-exchange (a bad chunk size, say): the exchange is
+    /// abandoned and its backend connection closed, never reused. Returns whether the response had
+    /// started, in which case the client can only be closed, not answered.
+    func clientRequestBroken() -> Bool {
+        let responseStarted = machine.responseStarted
+        if machine.clientGone() { abandonUpstream() }
+        return responseStarted
+    }
+
     // MARK: Backend side (called by the upstream handler)
 
     func upstreamRead(_ part: HTTPClientResponsePart) {

@@ -268,6 +268,10 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         headDeadline.headReceived()
+        if let problem = ForwardedMessage.hostProblem(head) {
+            reject(head, status: .badRequest, reason: problem, context: context)
+            return
+        }
         // Most requests carry no `Upgrade`: they skip the conversion to Core's header list.
         guard head.headers.contains(name: "upgrade") else {
             startForwarding(head, context: context)
@@ -321,13 +325,29 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // decoder's EOF error) or a socket error: the exchange cannot finish cleanly. The
             // forwarder logs the client's leaving; a parse error is logged here.
             if let parserError = error as? HTTPParserError, parserError != .invalidEOFState {
+                // A broken body (a bad chunk size, say): `400` while no response has started
+                // (RFC 9112 §7.1), else the connection can only be closed.
+                let responseStarted = forwarder?.clientRequestBroken() ?? true
                 environment.logger.warning(
                     "bad_request",
                     metadata: [
-                        "error": "\(error)", "during": "forwarding",
+                        "status": "\(responseStarted ? "-" : "400")", "error": "\(error)", "during": "forwarding",
                         "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
                     ]
                 )
+                state = .done
+                queued.removeAll()
+                if responseStarted {
+                    context.close(promise: nil)
+                } else {
+                    respond(
+                        context: context,
+                        status: .badRequest,
+                        body: "malformed HTTP request: \(parserError)\n",
+                        keepAlive: false
+                    )
+                }
+                return
             }
             state = .done
             forwarder?.clientInactive()
