@@ -23,6 +23,8 @@ struct SettingsOptions: ParsableArguments {
     var readyMessage: String?
     @Option(help: "close or open (READYGATE_READY_TIMEOUT_ACTION).")
     var readyTimeoutAction: String?
+    @Option(help: "true or false: the delay gate's delay adapts to the backend (READYGATE_ADAPTIVE).")
+    var adaptive: String?
     @Option(help: "Readiness delay after the backend's 101, ms (READYGATE_BASE_DELAY_MS).")
     var baseDelayMs: String?
     @Option(help: "Bound on the whole handshake, ms (READYGATE_HANDSHAKE_TIMEOUT_MS).")
@@ -60,6 +62,7 @@ struct SettingsOptions: ParsableArguments {
             (.env, env), (.listen, listen), (.adminListen, adminListen), (.upstream, upstream),
             (.acceptMode, acceptMode),
             (.readyGate, readyGate), (.readyMessage, readyMessage), (.readyTimeoutAction, readyTimeoutAction),
+            (.adaptive, adaptive),
             (.baseDelayMs, baseDelayMs), (.handshakeTimeoutMs, handshakeTimeoutMs), (.retryCapMs, retryCapMs),
             (.maxBufferBytes, maxBufferBytes), (.maxMessageBytes, maxMessageBytes), (.subprotocols, subprotocols),
             (.httpPoolIdleMax, httpPoolIdleMax), (.httpResponseTimeoutMs, httpResponseTimeoutMs),

@@ -60,6 +60,7 @@ struct SettingsTests {
         #expect(settings.readyGate == .delay)
         #expect(settings.readyMessage == #""type":"connection_ready""#)
         #expect(settings.readyTimeoutAction == .close)
+        #expect(settings.adaptiveDelay)
         #expect(settings.maxBufferBytes == 1 << 20)
         #expect(settings.maxMessageBytes == 64 << 20)
         #expect(settings.subprotocols == nil)
@@ -286,6 +287,7 @@ struct SettingsTests {
         SettingsErrorCase("READYGATE_ENV", "prod"),
         SettingsErrorCase("ENVIRONMENT", "qa"),
         SettingsErrorCase("READYGATE_ENV", "nope", also: ["ENVIRONMENT": "staging"]),
+        SettingsErrorCase("READYGATE_ADAPTIVE", "maybe"),
         // Listener.
         SettingsErrorCase("READYGATE_LISTEN", "nonsense"),
         SettingsErrorCase("READYGATE_ADMIN_LISTEN", "9901"),
@@ -468,5 +470,16 @@ extension String {
     func unknownVariables() {
         let names = ["READYGATE_UPSTREAM", "READYGATE_UPSTRAEM", "PATH", "READYGATE_LOG_LEVEL", "READYGATE_X"]
         #expect(ReadyGateConfigKey.unknownVariables(in: names) == ["READYGATE_UPSTRAEM", "READYGATE_X"])
+    }
+}
+
+@Suite("READYGATE_ADAPTIVE")
+struct AdaptiveSettingTests {
+    @Test(
+        "true and false in their usual spellings",
+        arguments: [("false", false), ("OFF", false), ("0", false), ("true", true), ("yes", true)]
+    )
+    func spellings(text: String, expected: Bool) throws {
+        #expect(try readSettings(["READYGATE_ADAPTIVE": text]).adaptiveDelay == expected)
     }
 }

@@ -138,10 +138,10 @@ extension SessionStateMachine {
                 actions.append(.switchUpstream(watchForReadyMessage: true))
             case .delay:
                 actions.append(.switchUpstream(watchForReadyMessage: false))
-                if configuration.timing.baseDelayMs == 0 {
+                if configuration.gateDelayMs == 0 {
                     actions += gatePassed(nowMs: nowMs)
                 } else {
-                    actions.append(.armGateDelay(ms: configuration.timing.baseDelayMs))
+                    actions.append(.armGateDelay(ms: configuration.gateDelayMs))
                 }
             }
             return actions

@@ -78,6 +78,8 @@ public struct SessionStateMachine: Sendable {
         public var closeLingerMs: Int
         /// `READYGATE_MAX_BUFFER_BYTES`, for the backpressure event's fields.
         public var maxBufferBytes: Int
+        /// The delay gate's delay for this session (adapted, or the profile's base delay).
+        public var gateDelayMs: Int
 
         public init(
             acceptMode: AcceptMode,
@@ -85,7 +87,8 @@ public struct SessionStateMachine: Sendable {
             timeoutAction: ReadyTimeoutAction,
             timing: TimingProfile,
             closeLingerMs: Int,
-            maxBufferBytes: Int
+            maxBufferBytes: Int,
+            gateDelayMs: Int? = nil
         ) {
             self.acceptMode = acceptMode
             self.gate = gate
@@ -93,6 +96,7 @@ public struct SessionStateMachine: Sendable {
             self.timing = timing
             self.closeLingerMs = closeLingerMs
             self.maxBufferBytes = maxBufferBytes
+            self.gateDelayMs = gateDelayMs ?? timing.baseDelayMs
         }
     }
 

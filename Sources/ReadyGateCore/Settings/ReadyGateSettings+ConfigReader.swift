@@ -15,6 +15,7 @@ import Configuration
 /// | `READYGATE_READY_GATE` | delay, message | delay |
 /// | `READYGATE_READY_MESSAGE` | text | `"type":"connection_ready"` |
 /// | `READYGATE_READY_TIMEOUT_ACTION` | close, open | close |
+/// | `READYGATE_ADAPTIVE` | true, false | true |
 /// | `READYGATE_BASE_DELAY_MS` | ms, 0…60000 | the environment's |
 /// | `READYGATE_HANDSHAKE_TIMEOUT_MS` | ms, 1…600000 | the environment's |
 /// | `READYGATE_RETRY_CAP_MS` | ms, 1…60000 | the environment's |
@@ -43,6 +44,7 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case readyGate = "READYGATE_READY_GATE"
     case readyMessage = "READYGATE_READY_MESSAGE"
     case readyTimeoutAction = "READYGATE_READY_TIMEOUT_ACTION"
+    case adaptive = "READYGATE_ADAPTIVE"
     case baseDelayMs = "READYGATE_BASE_DELAY_MS"
     case handshakeTimeoutMs = "READYGATE_HANDSHAKE_TIMEOUT_MS"
     case retryCapMs = "READYGATE_RETRY_CAP_MS"
@@ -112,6 +114,13 @@ extension ReadyGateSettings {
         readyGate = try source.choice(.readyGate, default: readyGate)
         readyTimeoutAction = try source.choice(.readyTimeoutAction, default: readyTimeoutAction)
         if let message = source.raw(.readyMessage) { readyMessage = message }
+        if let text = source.value(.adaptive) {
+            switch text.lowercased() {
+            case "true", "1", "yes", "on": adaptiveDelay = true
+            case "false", "0", "no", "off": adaptiveDelay = false
+            default: throw SettingsError(variable: .adaptive, value: text, allowed: "true or false")
+            }
+        }
         timing.baseDelayMs = try source.integer(.baseDelayMs, in: 0...60_000, default: timing.baseDelayMs)
         timing.handshakeTimeoutMs = try source.integer(
             .handshakeTimeoutMs,
@@ -175,6 +184,7 @@ extension ReadyGateSettings {
             ("READYGATE_READY_GATE", readyGate.rawValue),
             ("READYGATE_READY_MESSAGE", readyMessage),
             ("READYGATE_READY_TIMEOUT_ACTION", readyTimeoutAction.rawValue),
+            ("READYGATE_ADAPTIVE", String(adaptiveDelay)),
             ("READYGATE_BASE_DELAY_MS", String(timing.baseDelayMs)),
             ("READYGATE_HANDSHAKE_TIMEOUT_MS", String(timing.handshakeTimeoutMs)),
             ("READYGATE_RETRY_CAP_MS", String(timing.retryCapMs)),

@@ -121,6 +121,9 @@ public struct ReadyGateSettings: Sendable, Equatable {
     /// The text a backend's ready frame must contain (message gate).
     public var readyMessage = #""type":"connection_ready""#
     public var readyTimeoutAction: ReadyTimeoutAction = .close
+    /// Whether the delay gate's delay adapts to the backend (``AdaptiveGateDelay``); false pins the
+    /// profile's base delay (`READYGATE_ADAPTIVE`).
+    public var adaptiveDelay = true
     public var timing: TimingProfile = DeploymentEnvironment.development.profile
     /// Client bytes held per session before the proxy stops reading from the client.
     public var maxBufferBytes = 1 << 20

@@ -19,6 +19,7 @@ public final class ProxyMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
 
     private let sessionsActive: Gauge
+    private let gateDelaySeconds: Gauge
     private let sessionsByEnd: [String: Counter]
     private let patterns: [RacePattern: Counter]
     private let earlyFrames: Counter
@@ -51,6 +52,11 @@ public final class ProxyMetrics: Sendable {
         help: "WebSocket sessions that ended, by end reason (closed: the client or the backend ended it)."
     )
     static let active = Family(name: "readygate_sessions_active", help: "WebSocket sessions open now.")
+    static let gateDelay = Family(
+        name: "readygate_gate_delay_seconds",
+        help:
+            "The delay gate's delay after the backend's 101 that new sessions get (adapted unless READYGATE_ADAPTIVE=false)."
+    )
     static let racePatterns = Family(
         name: "readygate_race_patterns_total",
         help: "WebSocket sessions that showed each race pattern (counted at most once per session)."
@@ -86,7 +92,8 @@ public final class ProxyMetrics: Sendable {
 
     /// Every family `/metrics` shows, each with its `# HELP` line.
     static let families = [
-        sessions, active, racePatterns, early, undelivered, attempts, ready, messages, bytes, httpResponses,
+        sessions, active, gateDelay, racePatterns, early, undelivered, attempts, ready, messages, bytes,
+        httpResponses,
     ]
 
     static let timeToReadyLabel = ready.name
@@ -111,6 +118,7 @@ public final class ProxyMetrics: Sendable {
                 : registry.makeCounter(descriptor: family.descriptor, labels: labels)
         }
         sessionsActive = registry.makeGauge(descriptor: Self.active.descriptor)
+        gateDelaySeconds = registry.makeGauge(descriptor: Self.gateDelay.descriptor)
         sessionsByEnd = Dictionary(
             uniqueKeysWithValues: Self.endReasons.map { ($0, counter(Self.sessions, [("end_reason", $0)])) }
         )
@@ -143,6 +151,11 @@ public final class ProxyMetrics: Sendable {
         }
         backendResponses = responses("backend")
         proxyResponses = responses("proxy")
+    }
+
+    /// The delay gate's delay is now `ms`.
+    func gateDelayChanged(ms: Int) {
+        gateDelaySeconds.set(Double(ms) / 1000)
     }
 
     func sessionStarted() {

@@ -17,11 +17,14 @@ public struct ProxyEnvironment: Sendable {
         let draining = NIOLockedValueBox(false)
         let sessions = ConnectionRegistry()
         let httpConnections = ConnectionRegistry()
+        let gateDelay: NIOLockedValueBox<AdaptiveGateDelay>
 
         init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)?) {
             self.settings = settings
             self.logger = logger
             self.onSessionEnd = onSessionEnd
+            self.gateDelay = NIOLockedValueBox(AdaptiveGateDelay(timing: settings.timing))
+            metrics.gateDelayChanged(ms: settings.timing.baseDelayMs)
         }
     }
 
@@ -41,6 +44,32 @@ public struct ProxyEnvironment: Sendable {
     public var isDraining: Bool { shared.draining.withLockedValue { $0 } }
     /// The backend keep-alive pools for plain HTTP, one per event loop (tests put in-memory ones).
     var httpPools = UpstreamPools()
+
+    /// The delay a new delay-gate session waits after the backend's `101`: the adapted one, or the
+    /// profile's with `READYGATE_ADAPTIVE=false`.
+    var gateDelayMs: Int {
+        settings.adaptiveDelay ? shared.gateDelay.withLockedValue { $0.currentMs } : settings.timing.baseDelayMs
+    }
+
+    /// A delay-gate session ended: the adaptive delay learns from it. Logs and exports a change.
+    func delayGateSessionEnded(_ record: SessionRecord) {
+        guard settings.adaptiveDelay, record.gate == .delay else { return }
+        let reachedReady = record.stateTimes[.readyForMessages] != nil && !record.patterns.contains(.readyTimeout)
+        let failed = record.patterns.contains(.upstreamErrorAfterReady)
+        guard
+            let change = shared.gateDelay.withLockedValue({
+                $0.sessionEnded(reachedReady: reachedReady, failedAfterReady: failed)
+            })
+        else { return }
+        metrics.gateDelayChanged(ms: change.newMs)
+        logger.info(
+            "gate_delay_changed",
+            metadata: [
+                "old_ms": "\(change.oldMs)", "new_ms": "\(change.newMs)", "reason": "\(change.reason)",
+                "upstream": "\(settings.upstream)",
+            ]
+        )
+    }
 
     public init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)? = nil) {
         self.shared = Shared(settings: settings, logger: logger, onSessionEnd: onSessionEnd)

@@ -67,7 +67,8 @@ final class WebSocketSession {
                 timeoutAction: settings.readyTimeoutAction,
                 timing: settings.timing,
                 closeLingerMs: settings.closeLinger,
-                maxBufferBytes: settings.maxBufferBytes
+                maxBufferBytes: settings.maxBufferBytes,
+                gateDelayMs: settings.readyGate == .delay ? environment.gateDelayMs : nil
             ),
             record: record
         )
@@ -267,6 +268,7 @@ final class WebSocketSession {
         record.upstreamToClient = upstreamWatcher?.stats ?? WebSocketTrafficStats()
         // Counted before the summary is logged: whoever reads the summary finds the metrics.
         environment.metrics.sessionEnded(record)
+        environment.delayGateSessionEnded(record)
         var metadata = Logger.Metadata()
         for (key, value) in record.summaryFields { metadata[key] = "\(value)" }
         logger.info("session_summary", metadata: metadata)

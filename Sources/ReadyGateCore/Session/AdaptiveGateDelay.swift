@@ -1,0 +1,54 @@
+/// The delay gate's delay for one upstream, learned from how its sessions end.
+///
+/// A fixed delay counted from the backend's `101` guesses how long the backend's handler needs;
+/// under a burst the backend falls behind and the guess is short. So the delay grows
+/// multiplicatively each time a session's backend fails right after READY
+/// (`upstream_error_after_ready`), and decays slowly — a quarter of the way back to the base
+/// after every ``cleanSessionsPerStep`` clean sessions — always between the profile's base delay
+/// and half the handshake timeout (the other half is left for the connect and the `101`).
+///
+/// A value type; the proxy keeps one per upstream behind a lock, shared by every event loop.
+public struct AdaptiveGateDelay: Sendable, Equatable {
+    /// A change of the delay, for the `gate_delay_changed` log event.
+    public struct Change: Sendable, Equatable {
+        public var oldMs: Int
+        public var newMs: Int
+        /// `upstream_error_after_ready` (grew) or `clean_sessions` (decayed).
+        public var reason: String
+    }
+
+    /// Clean sessions between two decay steps.
+    public static let cleanSessionsPerStep = 10
+
+    public let baseMs: Int
+    public let capMs: Int
+    public private(set) var currentMs: Int
+    private var cleanSessions = 0
+
+    public init(timing: TimingProfile) {
+        self.baseMs = timing.baseDelayMs
+        self.capMs = max(timing.baseDelayMs, timing.handshakeTimeoutMs / 2)
+        self.currentMs = timing.baseDelayMs
+    }
+
+    /// A delay-gate session ended. `reachedReady`: its gate passed (a timeout does not count);
+    /// `failedAfterReady`: its backend failed right after READY. Returns the change, if any.
+    public mutating func sessionEnded(reachedReady: Bool, failedAfterReady: Bool) -> Change? {
+        if failedAfterReady {
+            cleanSessions = 0
+            let grown = min(capMs, max(currentMs * 2, currentMs + max(1, baseMs)))
+            return set(grown, reason: "upstream_error_after_ready")
+        }
+        guard reachedReady, currentMs > baseMs else { return nil }
+        cleanSessions += 1
+        guard cleanSessions >= Self.cleanSessionsPerStep else { return nil }
+        cleanSessions = 0
+        return set(max(baseMs, currentMs - max(1, (currentMs - baseMs) / 4)), reason: "clean_sessions")
+    }
+
+    private mutating func set(_ newMs: Int, reason: String) -> Change? {
+        guard newMs != currentMs else { return nil }
+        defer { currentMs = newMs }
+        return Change(oldMs: currentMs, newMs: newMs, reason: reason)
+    }
+}
