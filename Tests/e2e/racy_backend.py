@@ -24,6 +24,7 @@ and request headers.
 
 Environment:
   SETUP_MS              session set-up time in milliseconds (default 200)
+  SETUP_JITTER_MS       up to this many milliseconds more, uniformly at random (default 0)
   SEND_READY            "1" to send {"type":"connection_ready"} when set up (default "1")
   BACKEND_SUBPROTOCOLS  comma list the backend supports; it picks the first *offered* one
                         that is in this list (default: none, never picks one)
@@ -36,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 
 import hashlib
 
@@ -46,6 +48,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 SETUP_MS = float(os.environ.get("SETUP_MS", "200"))
+SETUP_JITTER_MS = float(os.environ.get("SETUP_JITTER_MS", "0"))
 SEND_READY = os.environ.get("SEND_READY", "1") == "1"
 SUPPORTED = [p.strip() for p in os.environ.get("BACKEND_SUBPROTOCOLS", "").split(",") if p.strip()]
 CLOSE_LOG = os.environ.get("CLOSE_LOG")
@@ -70,7 +73,7 @@ def record(ws: WebSocket, code: int | None, reason: str | None, by: str) -> None
 
 async def set_up_session() -> None:
     # Stands in for real work: loading the user, joining rooms, opening a DB session ...
-    await asyncio.sleep(SETUP_MS / 1000.0)
+    await asyncio.sleep((SETUP_MS + random.uniform(0, SETUP_JITTER_MS)) / 1000.0)
 
 
 async def session(ws: WebSocket, close_after_first_echo: int | None = None) -> None:

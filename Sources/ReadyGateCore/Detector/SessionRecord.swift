@@ -14,6 +14,8 @@ public struct SessionRecord: Sendable {
     public var acceptMode: AcceptMode
     public var gate: ReadyGateMode
     public var path: String
+    /// The delay gate's delay this session waited after the backend's `101` (delay gate only).
+    public var gateDelayMs: Int?
     /// Milliseconds since start at which each state was entered.
     public var stateTimes = SessionStateTimes()
     public var clientToUpstream = WebSocketTrafficStats()

@@ -3,9 +3,13 @@
 /// A fixed delay counted from the backend's `101` guesses how long the backend's handler needs;
 /// under a burst the backend falls behind and the guess is short. So the delay grows
 /// multiplicatively each time a session's backend fails right after READY
-/// (`upstream_error_after_ready`), and decays slowly — a quarter of the way back to the base
+/// (`upstream_error_after_ready`), and decays slowly — an eighth of the way back to the base
 /// after every ``cleanSessionsPerStep`` clean sessions — always between the profile's base delay
 /// and half the handshake timeout (the other half is left for the connect and the `101`).
+///
+/// Only sessions that waited the current delay count: a burst of sessions that all started with
+/// one delay moves it one step, not one step per session (which would double a 25 ms delay to
+/// the cap on one burst's failures, and decay it back to the base on the next burst's successes).
 ///
 /// A value type; the proxy keeps one per upstream behind a lock, shared by every event loop.
 public struct AdaptiveGateDelay: Sendable, Equatable {
@@ -18,7 +22,7 @@ public struct AdaptiveGateDelay: Sendable, Equatable {
     }
 
     /// Clean sessions between two decay steps.
-    public static let cleanSessionsPerStep = 10
+    public static let cleanSessionsPerStep = 20
 
     public let baseMs: Int
     public let capMs: Int
@@ -31,9 +35,11 @@ public struct AdaptiveGateDelay: Sendable, Equatable {
         self.currentMs = timing.baseDelayMs
     }
 
-    /// A delay-gate session ended. `reachedReady`: its gate passed (a timeout does not count);
-    /// `failedAfterReady`: its backend failed right after READY. Returns the change, if any.
-    public mutating func sessionEnded(reachedReady: Bool, failedAfterReady: Bool) -> Change? {
+    /// A delay-gate session that waited `waitedMs` ended. `reachedReady`: its gate passed (a
+    /// timeout does not count); `failedAfterReady`: its backend failed right after READY. Returns
+    /// the change, if any.
+    public mutating func sessionEnded(waitedMs: Int, reachedReady: Bool, failedAfterReady: Bool) -> Change? {
+        guard waitedMs == currentMs else { return nil }
         if failedAfterReady {
             cleanSessions = 0
             let grown = min(capMs, max(currentMs * 2, currentMs + max(1, baseMs)))
@@ -43,7 +49,7 @@ public struct AdaptiveGateDelay: Sendable, Equatable {
         cleanSessions += 1
         guard cleanSessions >= Self.cleanSessionsPerStep else { return nil }
         cleanSessions = 0
-        return set(max(baseMs, currentMs - max(1, (currentMs - baseMs) / 4)), reason: "clean_sessions")
+        return set(max(baseMs, currentMs - max(1, (currentMs - baseMs) / 8)), reason: "clean_sessions")
     }
 
     private mutating func set(_ newMs: Int, reason: String) -> Change? {

@@ -138,6 +138,7 @@ extension SessionStateMachine {
                 actions.append(.switchUpstream(watchForReadyMessage: true))
             case .delay:
                 actions.append(.switchUpstream(watchForReadyMessage: false))
+                record.gateDelayMs = configuration.gateDelayMs
                 if configuration.gateDelayMs == 0 {
                     actions += gatePassed(nowMs: nowMs)
                 } else {

@@ -53,12 +53,12 @@ public struct ProxyEnvironment: Sendable {
 
     /// A delay-gate session ended: the adaptive delay learns from it. Logs and exports a change.
     func delayGateSessionEnded(_ record: SessionRecord) {
-        guard settings.adaptiveDelay, record.gate == .delay else { return }
+        guard settings.adaptiveDelay, record.gate == .delay, let waited = record.gateDelayMs else { return }
         let reachedReady = record.stateTimes[.readyForMessages] != nil && !record.patterns.contains(.readyTimeout)
         let failed = record.patterns.contains(.upstreamErrorAfterReady)
         guard
             let change = shared.gateDelay.withLockedValue({
-                $0.sessionEnded(reachedReady: reachedReady, failedAfterReady: failed)
+                $0.sessionEnded(waitedMs: waited, reachedReady: reachedReady, failedAfterReady: failed)
             })
         else { return }
         metrics.gateDelayChanged(ms: change.newMs)
