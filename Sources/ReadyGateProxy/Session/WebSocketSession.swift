@@ -181,7 +181,7 @@ final class WebSocketSession {
     /// Writes a close frame the proxy made to `side` (masked towards the backend, RFC 6455 §5.3);
     /// nothing is relayed to that peer after it.
     private func sendClose(to side: SessionStateMachine.Side, code: UInt16?, reason: String) {
-        guard let glue = side == .client ? clientGlue : upstreamGlue else { return }
+        guard let glue = glue(side) else { return }
         let frame = WebSocketFrameWriter.frame(
             opcode: .close,
             payload: code.map { WebSocketFrameWriter.closePayload(code: $0, reason: reason) } ?? [],
@@ -200,21 +200,15 @@ final class WebSocketSession {
     /// Closes `side`'s connection (or its output) once what was written to it is out, within the
     /// close linger.
     private func close(_ side: SessionStateMachine.Side, mode: CloseMode) {
-        let linger = TimeAmount.milliseconds(Int64(settings.closeLinger))
-        switch side {
-        case .client:
-            if let clientGlue {
-                clientGlue.close(mode: mode, afterFlushWithin: linger)
-            } else if mode == .all {
-                clientChannel.close(promise: nil)
-            }
-        case .upstream:
-            if let upstreamGlue {
-                upstreamGlue.close(mode: mode, afterFlushWithin: linger)
-            } else if mode == .all {
-                upstreamChannel?.close(promise: nil)
-            }
+        if let glue = glue(side) {
+            glue.close(mode: mode, afterFlushWithin: .milliseconds(Int64(settings.closeLinger)))
+        } else if mode == .all {
+            (side == .client ? clientChannel : upstreamChannel)?.close(promise: nil)
         }
+    }
+
+    private func glue(_ side: SessionStateMachine.Side) -> GlueHandler? {
+        side == .client ? clientGlue : upstreamGlue
     }
 
     func logEvent(_ event: RaceEvent) {
