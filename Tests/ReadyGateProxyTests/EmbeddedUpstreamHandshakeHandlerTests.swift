@@ -33,7 +33,6 @@ struct EmbeddedUpstreamHandshakeHandlerTests {
 
         func upstreamAnswered101(
             _ head: HTTPResponseHead,
-            handshake: UpstreamHandshakeHandler,
             context: ChannelHandlerContext,
             attempt: Int
         ) {

@@ -103,9 +103,6 @@ final class ClientHoldHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context?.read()
         }
     }
-
-    /// The highest number of bytes held at once.
-    var peakHeldBytes: Int { hold.peakQueuedBytes }
 }
 
 @available(*, unavailable)

@@ -27,10 +27,5 @@ protocol UpstreamHandshakeObserver: AnyObject {
     /// The backend answered with a final status other than `101` (`body`: its first bytes).
     func upstreamAnsweredNon101(_ head: HTTPResponseHead, body: ByteBuffer?, attempt: Int)
     /// The backend answered `101`. `context` is the handshake handler's, for the pipeline switch.
-    func upstreamAnswered101(
-        _ head: HTTPResponseHead,
-        handshake: UpstreamHandshakeHandler,
-        context: ChannelHandlerContext,
-        attempt: Int
-    )
+    func upstreamAnswered101(_ head: HTTPResponseHead, context: ChannelHandlerContext, attempt: Int)
 }

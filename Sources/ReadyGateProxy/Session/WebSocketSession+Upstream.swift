@@ -124,11 +124,10 @@ extension WebSocketSession: UpstreamHandshakeObserver {
 
     func upstreamAnswered101(
         _ head: HTTPResponseHead,
-        handshake handler: UpstreamHandshakeHandler,
         context: ChannelHandlerContext,
         attempt: Int
     ) {
-        pendingUpgrade = (attempt, handler, context)
+        pendingUpgrade = (attempt, context)
         if let state = handshake, let sent = state.upstreamRequest,
             let problem = WebSocketHandshake.verifyUpstreamAnswer(
                 headers: HTTPHeaderList(head.headers),

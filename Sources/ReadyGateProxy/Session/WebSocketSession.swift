@@ -35,8 +35,8 @@ final class WebSocketSession {
     var upstreamChannel: (any Channel)?
     /// Connects in flight or done, by attempt: dropping an attempt closes its channel.
     var attempts: [Int: EventLoopFuture<any Channel>] = [:]
-    /// A `101` being acted on: the handshake handler and its context, for the pipeline switch.
-    var pendingUpgrade: (attempt: Int, handshake: UpstreamHandshakeHandler, context: ChannelHandlerContext)?
+    /// A `101` being acted on: the handshake handler's context, for the pipeline switch.
+    var pendingUpgrade: (attempt: Int, context: ChannelHandlerContext)?
     /// Upstream channels open; the session's summary waits for them.
     var openUpstreamChannels = 0
     private var clientClosed = false

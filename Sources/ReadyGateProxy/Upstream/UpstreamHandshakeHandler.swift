@@ -62,7 +62,7 @@ final class UpstreamHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
             if response.status == .switchingProtocols {
                 // The decoder stops at a 101; what the backend sent after it is forwarded as bytes
                 // to the relay half once the decoder is removed.
-                session.upstreamAnswered101(response, handshake: self, context: context, attempt: attempt)
+                session.upstreamAnswered101(response, context: context, attempt: attempt)
                 return
             }
             session.upstreamAnsweredNon101(response, body: body, attempt: attempt)
