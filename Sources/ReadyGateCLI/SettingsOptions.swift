@@ -17,7 +17,7 @@ struct SettingsOptions: ParsableArguments {
     var upstream: String?
     @Option(help: "immediate or upstream (READYGATE_ACCEPT_MODE).")
     var acceptMode: String?
-    @Option(help: "delay or message (READYGATE_READY_GATE).")
+    @Option(help: "delay, ping or message (READYGATE_READY_GATE).")
     var readyGate: String?
     @Option(help: "Text the backend's ready message contains (READYGATE_READY_MESSAGE).")
     var readyMessage: String?
@@ -25,6 +25,10 @@ struct SettingsOptions: ParsableArguments {
     var readyTimeoutAction: String?
     @Option(help: "true or false: the delay gate's delay adapts to the backend (READYGATE_ADAPTIVE).")
     var adaptive: String?
+    @Option(help: "true or false: replay a session the backend failed right after READY (READYGATE_REPLAY).")
+    var replay: String?
+    @Option(help: "Replays per session, 1…10 (READYGATE_REPLAY_ATTEMPTS).")
+    var replayAttempts: String?
     @Option(help: "Readiness delay after the backend's 101, ms (READYGATE_BASE_DELAY_MS).")
     var baseDelayMs: String?
     @Option(help: "Bound on the whole handshake, ms (READYGATE_HANDSHAKE_TIMEOUT_MS).")
@@ -62,7 +66,7 @@ struct SettingsOptions: ParsableArguments {
             (.env, env), (.listen, listen), (.adminListen, adminListen), (.upstream, upstream),
             (.acceptMode, acceptMode),
             (.readyGate, readyGate), (.readyMessage, readyMessage), (.readyTimeoutAction, readyTimeoutAction),
-            (.adaptive, adaptive),
+            (.adaptive, adaptive), (.replay, replay), (.replayAttempts, replayAttempts),
             (.baseDelayMs, baseDelayMs), (.handshakeTimeoutMs, handshakeTimeoutMs), (.retryCapMs, retryCapMs),
             (.maxBufferBytes, maxBufferBytes), (.maxMessageBytes, maxMessageBytes), (.subprotocols, subprotocols),
             (.httpPoolIdleMax, httpPoolIdleMax), (.httpResponseTimeoutMs, httpResponseTimeoutMs),

@@ -88,7 +88,8 @@ struct SessionRecordTests {
                 "session", "environment", "accept_mode", "gate", "path", "t_initializing_ms",
                 "t_handshake_pending_ms", "t_connected_ms", "t_ready_for_messages_ms", "t_closed_ms", "frames_in",
                 "bytes_in", "messages_in", "frames_out", "bytes_out", "messages_out", "early_frames", "early_bytes",
-                "peak_held_bytes", "connect_attempts", "client_close_code", "upstream_close_code", "closed_by",
+                "peak_held_bytes", "connect_attempts", "replays", "client_close_code", "upstream_close_code",
+                "closed_by",
                 "end_reason", "patterns", "upstream_status", "undelivered_frames", "undelivered_bytes",
             ]
         )

@@ -14,6 +14,8 @@ final class RecordingEvents: SessionEvents {
         case ready
         case held(frames: Int, bytes: Int)
         case full(bytes: Int)
+        case pong
+        case backendData
     }
     var events: [Event] = []
     /// Bytes the next handler had received when each event came (the watcher reports after passing them on).
@@ -33,6 +35,8 @@ final class RecordingEvents: SessionEvents {
     func readyMessageSeen() { record(.ready) }
     func clientFramesHeld(frames: Int, bytes: Int) { record(.held(frames: frames, bytes: bytes)) }
     func holdFull(bytes: Int) { record(.full(bytes: bytes)) }
+    func gatePongReceived() { record(.pong) }
+    func backendDataStarted() { record(.backendData) }
 }
 
 /// Keeps the bytes that reach the end of the pipeline.

@@ -14,8 +14,12 @@ public struct SessionRecord: Sendable {
     public var acceptMode: AcceptMode
     public var gate: ReadyGateMode
     public var path: String
-    /// The delay gate's delay this session waited after the backend's `101` (delay gate only).
+    /// The delay this session waited after the backend's `101` (delay gate) or its pong (ping gate).
     public var gateDelayMs: Int?
+    /// Ping gate: milliseconds from the backend's `101` to its pong (the last backend session's).
+    public var pongAfterMs: Int?
+    /// How many times the backend session was replaced by a replay (`READYGATE_REPLAY`).
+    public var replays = 0
     /// Milliseconds since start at which each state was entered.
     public var stateTimes = SessionStateTimes()
     public var clientToUpstream = WebSocketTrafficStats()
@@ -80,7 +84,7 @@ public struct SessionRecord: Sendable {
             ("messages_out", String(upstreamToClient.messages)),
             ("early_frames", String(earlyFrames)), ("early_bytes", String(earlyBytes)),
             ("peak_held_bytes", String(peakHeldBytes)),
-            ("connect_attempts", String(connectAttempts)),
+            ("connect_attempts", String(connectAttempts)), ("replays", String(replays)),
             ("client_close_code", Self.closeCodeField(sent: clientSentClose, code: clientCloseCode)),
             ("upstream_close_code", Self.closeCodeField(sent: upstreamSentClose, code: upstreamCloseCode)),
             ("closed_by", closer.rawValue),
@@ -88,6 +92,8 @@ public struct SessionRecord: Sendable {
             ("patterns", patterns.map(\.rawValue).joined(separator: ",")),
         ]
         if let upstreamStatus { fields.append(("upstream_status", String(upstreamStatus))) }
+        if let gateDelayMs { fields.append(("gate_delay_ms", String(gateDelayMs))) }
+        if let pongAfterMs { fields.append(("pong_after_ms", String(pongAfterMs))) }
         if undeliveredFrames > 0 {
             fields.append(("undelivered_frames", String(undeliveredFrames)))
             fields.append(("undelivered_bytes", String(undeliveredBytes)))

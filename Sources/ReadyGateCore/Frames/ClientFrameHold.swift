@@ -52,6 +52,21 @@ public struct ClientFrameHold: Sendable {
         _ buffer: ByteBuffer,
         onControl: (ControlFrame) -> Void
     ) throws(WebSocketProtocolError) {
+        try receive(buffer, passingControlFrames: false, onControl: onControl)
+    }
+
+    /// Queues bytes that an earlier backend connection already got (a replay): every frame in them
+    /// is kept as it is, control frames too, since that backend may have answered them; a frame cut
+    /// off at their end goes on with the bytes that follow it.
+    public mutating func prefill(_ buffer: ByteBuffer) throws(WebSocketProtocolError) {
+        try receive(buffer, passingControlFrames: true) { _ in }
+    }
+
+    private mutating func receive(
+        _ buffer: ByteBuffer,
+        passingControlFrames: Bool,
+        onControl: (ControlFrame) -> Void
+    ) throws(WebSocketProtocolError) {
         var cursor = 0
         var failure: WebSocketProtocolError?
         var scanner = self.scanner
@@ -61,13 +76,15 @@ public struct ClientFrameHold: Sendable {
                 try scanner.scan(bytes) { event in
                     switch event {
                     case .header(let header, let end):
-                        currentIsData = !header.opcode.isControl
+                        currentIsData = passingControlFrames || !header.opcode.isControl
                         take(buffer, upTo: end, cursor: &cursor)
                     case .payload(let range):
                         take(buffer, upTo: range.upperBound, cursor: &cursor)
                     case .frameEnd(let header, let end, let closeCode):
                         take(buffer, upTo: end, cursor: &cursor)
-                        if header.opcode.isControl {
+                        // A control frame is answered by the proxy unless it is being passed on (a
+                        // replay's, or one whose first bytes were passed on already).
+                        if currentIsData == false {
                             onControl(Self.control(header, frame: partial, closeCode: closeCode))
                             partial = nil
                         } else {

@@ -88,6 +88,22 @@ public struct WebSocketTrafficStats: Sendable, Equatable {
     /// Whether a close frame was seen at all.
     public var sawClose: Bool = false
     public init() {}
+
+    /// Adds the counts of `later`, the same direction's next connection (a replay): the first close
+    /// seen stays the one reported.
+    public mutating func add(_ later: WebSocketTrafficStats) {
+        frames &+= later.frames
+        messages &+= later.messages
+        textMessages &+= later.textMessages
+        binaryMessages &+= later.binaryMessages
+        pings &+= later.pings
+        pongs &+= later.pongs
+        bytes &+= later.bytes
+        if !sawClose {
+            sawClose = later.sawClose
+            closeCode = later.closeCode
+        }
+    }
 }
 
 /// An incremental WebSocket frame-header scanner (RFC 6455 §5.2).

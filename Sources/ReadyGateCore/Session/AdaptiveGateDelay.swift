@@ -4,8 +4,10 @@
 /// under a burst the backend falls behind and the guess is short. So the delay grows
 /// multiplicatively each time a session's backend fails right after READY
 /// (`upstream_error_after_ready`), and decays slowly — an eighth of the way back to the base
-/// after every ``cleanSessionsPerStep`` clean sessions — always between the profile's base delay
-/// and half the handshake timeout (the other half is left for the connect and the `101`).
+/// after every ``cleanSessionsPerStep`` clean sessions, and no sooner than ``decayIntervalMs``
+/// after the last change, so that the clean sessions of one burst do not undo what the burst
+/// taught — always between the profile's base delay and half the handshake timeout (the other
+/// half is left for the connect and the `101`).
 ///
 /// Only sessions that waited the current delay count: a burst of sessions that all started with
 /// one delay moves it one step, not one step per session (which would double a 25 ms delay to
@@ -23,11 +25,14 @@ public struct AdaptiveGateDelay: Sendable, Equatable {
 
     /// Clean sessions between two decay steps.
     public static let cleanSessionsPerStep = 20
+    /// The least time between a change and a decay step.
+    public static let decayIntervalMs = 10_000
 
     public let baseMs: Int
     public let capMs: Int
     public private(set) var currentMs: Int
     private var cleanSessions = 0
+    private var lastChangeAtMs: Int?
 
     public init(timing: TimingProfile) {
         self.baseMs = timing.baseDelayMs
@@ -35,26 +40,35 @@ public struct AdaptiveGateDelay: Sendable, Equatable {
         self.currentMs = timing.baseDelayMs
     }
 
-    /// A delay-gate session that waited `waitedMs` ended. `reachedReady`: its gate passed (a
-    /// timeout does not count); `failedAfterReady`: its backend failed right after READY. Returns
-    /// the change, if any.
-    public mutating func sessionEnded(waitedMs: Int, reachedReady: Bool, failedAfterReady: Bool) -> Change? {
+    /// A gated session that waited `waitedMs` ended (or failed: a failure is reported as soon as
+    /// it is seen). `reachedReady`: its gate passed (a timeout does not count); `failedAfterReady`:
+    /// its backend failed right after READY. `atMs`: a monotonic clock. Returns the change, if any.
+    public mutating func sessionEnded(
+        waitedMs: Int,
+        reachedReady: Bool,
+        failedAfterReady: Bool,
+        atMs: Int
+    ) -> Change? {
         guard waitedMs == currentMs else { return nil }
         if failedAfterReady {
             cleanSessions = 0
             let grown = min(capMs, max(currentMs * 2, currentMs + max(1, baseMs)))
-            return set(grown, reason: "upstream_error_after_ready")
+            return set(grown, reason: "upstream_error_after_ready", atMs: atMs)
         }
         guard reachedReady, currentMs > baseMs else { return nil }
         cleanSessions += 1
         guard cleanSessions >= Self.cleanSessionsPerStep else { return nil }
+        if let lastChangeAtMs, atMs - lastChangeAtMs < Self.decayIntervalMs { return nil }
         cleanSessions = 0
-        return set(max(baseMs, currentMs - max(1, (currentMs - baseMs) / 8)), reason: "clean_sessions")
+        return set(max(baseMs, currentMs - max(1, (currentMs - baseMs) / 8)), reason: "clean_sessions", atMs: atMs)
     }
 
-    private mutating func set(_ newMs: Int, reason: String) -> Change? {
+    private mutating func set(_ newMs: Int, reason: String, atMs: Int) -> Change? {
         guard newMs != currentMs else { return nil }
-        defer { currentMs = newMs }
+        defer {
+            currentMs = newMs
+            lastChangeAtMs = atMs
+        }
         return Change(oldMs: currentMs, newMs: newMs, reason: reason)
     }
 }

@@ -32,7 +32,11 @@ extension SessionStateMachine {
             state = .ending(ending)
             return [.cancelTimers] + dropHeld() + [.armCloseLinger(ms: configuration.closeLingerMs)]
         case (.relaying(var relaying), _):
-            let actions = relayedCloseFrame(from: side, code: code, relaying: &relaying, nowMs: nowMs)
+            if side == .upstream && code == 1011 && replays(relaying) {
+                return replay(closeCode: 1011, relaying: relaying, nowMs: nowMs)
+            }
+            var actions = closeReplayWindow(&relaying)
+            actions += relayedCloseFrame(from: side, code: code, relaying: &relaying, nowMs: nowMs)
             state = .relaying(relaying)
             return actions
         case (.ending(var ending), _):
@@ -81,7 +85,11 @@ extension SessionStateMachine {
             state = .connected(connected)
             return []
         case .relaying(var relaying):
-            let actions = relayedInputClosed(side, gone: gone, relaying: &relaying, nowMs: nowMs)
+            if side == .upstream && replays(relaying) {
+                return replay(closeCode: 1006, relaying: relaying, nowMs: nowMs)
+            }
+            var actions = closeReplayWindow(&relaying)
+            actions += relayedInputClosed(side, gone: gone, relaying: &relaying, nowMs: nowMs)
             state = .relaying(relaying)
             return actions
         case .ending(var ending):
@@ -121,7 +129,12 @@ extension SessionStateMachine {
             return end(.upstreamProtocolError(error.description), nowMs: nowMs)
         case (.initializing, _), (.connecting, .upstream):
             return invalidTransition("protocolError(from: \(side))", nowMs: nowMs)
-        case (.relaying, _), (.ending, _), (.closed, _):
+        case (.relaying(var relaying), _):
+            // The relay goes on unwatched; a broken stream is not replayed.
+            let actions = closeReplayWindow(&relaying)
+            state = .relaying(relaying)
+            return actions
+        case (.ending, _), (.closed, _):
             return []
         }
     }

@@ -11,6 +11,7 @@ extension SessionStateMachine {
         }
         record.acceptMode = configuration.acceptMode
         record.connectAttempts = 1
+        latestAttempt = 1
         let accept = configuration.acceptMode == .immediate
         state = .connecting(Connecting(attempt: 1, clientAccepted: accept))
         enter(.handshakePending, nowMs: nowMs)
@@ -34,7 +35,7 @@ extension SessionStateMachine {
                 let delay = retry.delayMs(
                     attempt: connecting.failures - 1,
                     nowMs: nowMs,
-                    deadlineMs: configuration.timing.handshakeTimeoutMs,
+                    deadlineMs: handshakeDeadlineMs,
                     using: &random
                 )
             else {
@@ -43,6 +44,7 @@ extension SessionStateMachine {
                     + end(.upstreamUnavailable, nowMs: nowMs, droppingAttempt: attempt)
             }
             connecting.attempt += 1
+            latestAttempt = connecting.attempt
             connecting.retryPending = true
             state = .connecting(connecting)
             return [.dropUpstreamAttempt(attempt: attempt)]
@@ -125,25 +127,31 @@ extension SessionStateMachine {
             record.upstreamStatus = 101
             var actions: [Action] = []
             if !connecting.clientAccepted { actions.append(.acceptClient) }
-            state = .connected(Connected(upgradedAtMs: nowMs, clientInputClosed: connecting.clientInputClosed))
+            state = .connected(
+                Connected(
+                    upgradedAtMs: nowMs,
+                    clientInputClosed: connecting.clientInputClosed,
+                    awaitingPong: configuration.gate == .ping
+                )
+            )
             enter(.connected, nowMs: nowMs)
-            if nowMs > detector.slowHandshakeThresholdMs {
+            let handshakeMs = nowMs - handshakeStartMs
+            if handshakeMs > detector.slowHandshakeThresholdMs {
                 actions += note(
                     .upstreamSlowHandshake,
-                    ["handshake_ms": String(nowMs), "threshold_ms": String(detector.slowHandshakeThresholdMs)]
+                    ["handshake_ms": String(handshakeMs), "threshold_ms": String(detector.slowHandshakeThresholdMs)]
                 )
             }
+            actions.append(.switchUpstream(watchForReadyMessage: configuration.gate == .message))
             switch configuration.gate {
             case .message:
-                actions.append(.switchUpstream(watchForReadyMessage: true))
-            case .delay:
-                actions.append(.switchUpstream(watchForReadyMessage: false))
+                break
+            case .ping:
                 record.gateDelayMs = configuration.gateDelayMs
-                if configuration.gateDelayMs == 0 {
-                    actions += gatePassed(nowMs: nowMs)
-                } else {
-                    actions.append(.armGateDelay(ms: configuration.gateDelayMs))
-                }
+                actions.append(.sendGatePing)
+            case .delay:
+                record.gateDelayMs = configuration.gateDelayMs
+                actions += startGateDelay(nowMs: nowMs)
             }
             return actions
         case .ending(var ending) where ending.abandoned?.attempt == attempt:
@@ -163,6 +171,45 @@ extension SessionStateMachine {
         default:
             return [.dropUpstreamAttempt(attempt: attempt)]
         }
+    }
+
+    /// Ping gate: the backend answered the proxy's ping, so its event loop has caught up with the
+    /// session; the gate's delay starts now.
+    public mutating func gatePongReceived(nowMs: Int) -> [Action] {
+        guard case .connected(var connected) = state, connected.awaitingPong else { return [] }
+        connected.awaitingPong = false
+        state = .connected(connected)
+        record.pongAfterMs = nowMs - connected.upgradedAtMs
+        return startGateDelay(nowMs: nowMs)
+    }
+
+    private mutating func startGateDelay(nowMs: Int) -> [Action] {
+        let delay = gateDelayMs
+        guard delay > 0, case .connected(var connected) = state else { return gatePassed(nowMs: nowMs) }
+        connected.delayStartedAtMs = nowMs
+        state = .connected(connected)
+        return [.armGateDelay(ms: delay)]
+    }
+
+    /// The gate's delay timer fired. `adaptedDelayMs` is the adaptive delay now: when it grew while
+    /// this session waited (sessions of the same burst just failed after READY), the session waits
+    /// out the new delay too, and counts as having waited it.
+    public mutating func gateDelayElapsed(adaptedDelayMs: Int, nowMs: Int) -> [Action] {
+        guard case .connected(let connected) = state, let started = connected.delayStartedAtMs, replaysDone == 0,
+            adaptedDelayMs > configuration.gateDelayMs
+        else { return gatePassed(nowMs: nowMs) }
+        configuration.gateDelayMs = adaptedDelayMs
+        record.gateDelayMs = adaptedDelayMs
+        let rest = started + adaptedDelayMs - nowMs
+        return rest > 0 ? [.armGateDelay(ms: rest)] : gatePassed(nowMs: nowMs)
+    }
+
+    /// The gate's delay now: the configured one, doubled for each replay (the backend just showed
+    /// that the delay was too short for it), at most half the handshake timeout.
+    var gateDelayMs: Int {
+        guard replaysDone > 0 else { return configuration.gateDelayMs }
+        let cap = max(configuration.gateDelayMs, configuration.timing.handshakeTimeoutMs / 2)
+        return min(cap, max(1, configuration.gateDelayMs) << min(replaysDone, 16))
     }
 
     /// The readiness gate passed: the delay elapsed, or the backend's ready message went by.
@@ -211,8 +258,12 @@ extension SessionStateMachine {
         }
         var close = CloseProgress()
         close.clientInputClosed = connected.clientInputClosed
-        state = .relaying(Relaying(readyAtMs: nowMs, close: close))
+        // A replay needs the client's frames again and a backend whose data never reached the client.
+        let replayable =
+            replaysDone < configuration.replayAttempts && !backendDataDelivered && !connected.clientInputClosed
+        state = .relaying(Relaying(readyAtMs: nowMs, close: close, replayWindowOpen: replayable))
         enter(.readyForMessages, nowMs: nowMs)
+        if replayable { actions.append(.openReplayWindow(ms: detector.errorAfterReadyWindowMs)) }
         actions.append(.flushAndSplice)
         // A client that half-closed while held: its frames went first, now its end of input.
         if connected.clientInputClosed {
@@ -227,6 +278,8 @@ extension SessionStateMachine {
     /// The hold now keeps `frames` complete data frames, `bytes` bytes.
     public mutating func clientFramesHeld(frames: Int, bytes: Int, nowMs: Int) -> [Action] {
         guard isHoldingClientFrames else { return [] }
+        // A replay's hold starts with the frames counted already.
+        guard replaysDone == 0 else { return [] }
         if record.firstEarlyFrameAtMs == nil && frames > 0 { record.firstEarlyFrameAtMs = nowMs }
         record.earlyFrames = frames
         record.earlyBytes = bytes

@@ -36,8 +36,22 @@ public struct SessionStateMachine: Sendable {
         /// The backend's verified `101`: turn its channel into a relay half. With `watchForReadyMessage`
         /// the watcher looks for the ready message from the first byte after the `101`.
         case switchUpstream(watchForReadyMessage: Bool)
-        /// Call ``gatePassed(nowMs:)`` after `ms` (delay gate).
+        /// Call ``gateDelayElapsed(adaptedDelayMs:nowMs:)`` after `ms` (delay and ping gates).
         case armGateDelay(ms: Int)
+        /// Ping gate: send the backend a ping of the proxy's own and take its pong out of the
+        /// backend's stream; report the pong with ``gatePongReceived(nowMs:)``.
+        case sendGatePing
+        /// Replay: from now on keep a copy of what the client sends the backend (the held frames
+        /// first) and keep the backend's close frames back; call ``replayWindowEnded(nowMs:)`` after
+        /// `ms`. Comes before ``flushAndSplice``.
+        case openReplayWindow(ms: Int)
+        /// No replay can follow any more: drop the copy and let the backend's stream through unfiltered
+        /// (a close frame kept back goes on to the client first).
+        case closeReplayWindow
+        /// The backend failed the session right after READY (`closeCode`: its 1011, or 1006 for a lost
+        /// connection): let go of its connection (and of its kept-back close), and hold the copy of
+        /// the client's frames again, for the next upstream attempt. Replay number `number`.
+        case replay(number: Int, closeCode: UInt16)
         /// READY: hand the held client frames to the relay in order, then splice both ways.
         case flushAndSplice
         /// Let go of the held client frames (the session ended before READY); they are counted as
@@ -80,6 +94,8 @@ public struct SessionStateMachine: Sendable {
         public var maxBufferBytes: Int
         /// The delay gate's delay for this session (adapted, or the profile's base delay).
         public var gateDelayMs: Int
+        /// How many times the backend session may be replayed (0: replay off).
+        public var replayAttempts: Int
 
         public init(
             acceptMode: AcceptMode,
@@ -88,7 +104,8 @@ public struct SessionStateMachine: Sendable {
             timing: TimingProfile,
             closeLingerMs: Int,
             maxBufferBytes: Int,
-            gateDelayMs: Int? = nil
+            gateDelayMs: Int? = nil,
+            replayAttempts: Int = 0
         ) {
             self.acceptMode = acceptMode
             self.gate = gate
@@ -97,6 +114,7 @@ public struct SessionStateMachine: Sendable {
             self.closeLingerMs = closeLingerMs
             self.maxBufferBytes = maxBufferBytes
             self.gateDelayMs = gateDelayMs ?? timing.baseDelayMs
+            self.replayAttempts = replayAttempts
         }
     }
 
@@ -118,6 +136,10 @@ public struct SessionStateMachine: Sendable {
     struct Connected: Sendable, Equatable {
         var upgradedAtMs: Int
         var clientInputClosed: Bool
+        /// Ping gate: the pong to the proxy's ping has not come yet.
+        var awaitingPong = false
+        /// When the gate's delay started (the `101`, or the pong); nil before.
+        var delayStartedAtMs: Int?
     }
 
     /// What each side has done towards the end of the session.
@@ -146,6 +168,8 @@ public struct SessionStateMachine: Sendable {
     struct Relaying: Sendable, Equatable {
         var readyAtMs: Int
         var close: CloseProgress
+        /// A replay may still follow (``Action/openReplayWindow(ms:)`` was returned, its close not yet).
+        var replayWindowOpen = false
     }
 
     /// Ended before READY (ERROR when the proxy ended it, else CLOSED): the channels are being
@@ -174,6 +198,15 @@ public struct SessionStateMachine: Sendable {
     }
 
     var state: State = .initializing
+    /// The newest upstream attempt number handed out.
+    var latestAttempt = 0
+    /// When the handshake now under way began: the session's start, or its latest replay. The
+    /// handshake timeout and the retry deadline count from here.
+    var handshakeStartMs = 0
+    /// Replays done so far.
+    var replaysDone = 0
+    /// A data frame of the current backend session has started reaching the client: no replay then.
+    var backendDataDelivered = false
 
     /// The phase reported in logs and the summary (DESIGN's six states).
     public internal(set) var phase: SessionState = .initializing
@@ -275,6 +308,7 @@ public struct SessionStateMachine: Sendable {
             // After READY the proxy ends a session only by closing it towards both sides.
             record.endReason = record.endReason ?? reason
             setCloser(.proxy)
+            actions += closeReplayWindow(&relaying)
             actions += closeRelayed(&relaying.close, reason: reason, clientCode: reason.closeCode)
             state = .relaying(relaying)
             return actions
@@ -320,8 +354,12 @@ public struct SessionStateMachine: Sendable {
         return [.dropHeldFrames]
     }
 
-    func remainingHandshakeMs(nowMs: Int) -> Int {
-        max(1, configuration.timing.handshakeTimeoutMs - nowMs)
+    /// When the handshake now under way must be done, in milliseconds since the session started.
+    var handshakeDeadlineMs: Int { handshakeStartMs + configuration.timing.handshakeTimeoutMs }
+
+    /// What is left of the handshake timeout (at least 1 ms): the bound of a connect started now.
+    public func remainingHandshakeMs(nowMs: Int) -> Int {
+        max(1, handshakeDeadlineMs - nowMs)
     }
 }
 

@@ -12,10 +12,12 @@ import Configuration
 /// | `READYGATE_ADMIN_LISTEN` | host:port, or `off` | `127.0.0.1:9901` |
 /// | `READYGATE_UPSTREAM` | http(s):// or ws(s):// URL | `http://127.0.0.1:8000` |
 /// | `READYGATE_ACCEPT_MODE` | immediate, upstream | immediate |
-/// | `READYGATE_READY_GATE` | delay, message | delay |
+/// | `READYGATE_READY_GATE` | ping, delay, message | ping |
 /// | `READYGATE_READY_MESSAGE` | text | `"type":"connection_ready"` |
 /// | `READYGATE_READY_TIMEOUT_ACTION` | close, open | close |
 /// | `READYGATE_ADAPTIVE` | true, false | true |
+/// | `READYGATE_REPLAY` | true, false | false |
+/// | `READYGATE_REPLAY_ATTEMPTS` | 1…10 | 2 |
 /// | `READYGATE_BASE_DELAY_MS` | ms, 0…60000 | the environment's |
 /// | `READYGATE_HANDSHAKE_TIMEOUT_MS` | ms, 1…600000 | the environment's |
 /// | `READYGATE_RETRY_CAP_MS` | ms, 1…60000 | the environment's |
@@ -45,6 +47,8 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case readyMessage = "READYGATE_READY_MESSAGE"
     case readyTimeoutAction = "READYGATE_READY_TIMEOUT_ACTION"
     case adaptive = "READYGATE_ADAPTIVE"
+    case replay = "READYGATE_REPLAY"
+    case replayAttempts = "READYGATE_REPLAY_ATTEMPTS"
     case baseDelayMs = "READYGATE_BASE_DELAY_MS"
     case handshakeTimeoutMs = "READYGATE_HANDSHAKE_TIMEOUT_MS"
     case retryCapMs = "READYGATE_RETRY_CAP_MS"
@@ -114,13 +118,9 @@ extension ReadyGateSettings {
         readyGate = try source.choice(.readyGate, default: readyGate)
         readyTimeoutAction = try source.choice(.readyTimeoutAction, default: readyTimeoutAction)
         if let message = source.raw(.readyMessage) { readyMessage = message }
-        if let text = source.value(.adaptive) {
-            switch text.lowercased() {
-            case "true", "1", "yes", "on": adaptiveDelay = true
-            case "false", "0", "no", "off": adaptiveDelay = false
-            default: throw SettingsError(variable: .adaptive, value: text, allowed: "true or false")
-            }
-        }
+        adaptiveDelay = try source.boolean(.adaptive, default: adaptiveDelay)
+        replay = try source.boolean(.replay, default: replay)
+        replayAttempts = try source.integer(.replayAttempts, in: 1...10, default: replayAttempts)
         timing.baseDelayMs = try source.integer(.baseDelayMs, in: 0...60_000, default: timing.baseDelayMs)
         timing.handshakeTimeoutMs = try source.integer(
             .handshakeTimeoutMs,
@@ -185,6 +185,8 @@ extension ReadyGateSettings {
             ("READYGATE_READY_MESSAGE", readyMessage),
             ("READYGATE_READY_TIMEOUT_ACTION", readyTimeoutAction.rawValue),
             ("READYGATE_ADAPTIVE", String(adaptiveDelay)),
+            ("READYGATE_REPLAY", String(replay)),
+            ("READYGATE_REPLAY_ATTEMPTS", String(replayAttempts)),
             ("READYGATE_BASE_DELAY_MS", String(timing.baseDelayMs)),
             ("READYGATE_HANDSHAKE_TIMEOUT_MS", String(timing.handshakeTimeoutMs)),
             ("READYGATE_RETRY_CAP_MS", String(timing.retryCapMs)),
@@ -249,6 +251,15 @@ private struct SettingsSource {
         guard let text = value(key) else { return nil }
         guard let parsed = parse(text) else { throw SettingsError(variable: key, value: text, allowed: allowed) }
         return parsed
+    }
+
+    func boolean(_ key: ReadyGateConfigKey, default fallback: Bool) throws(SettingsError) -> Bool {
+        guard let text = value(key) else { return fallback }
+        switch text.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw SettingsError(variable: key, value: text, allowed: "true or false")
+        }
     }
 
     func choice<T: RawRepresentable & CaseIterable>(_ key: ReadyGateConfigKey, default fallback: T)

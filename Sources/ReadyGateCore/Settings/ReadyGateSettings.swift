@@ -10,6 +10,9 @@ public enum AcceptMode: String, Sendable, CaseIterable {
 public enum ReadyGateMode: String, Sendable, CaseIterable {
     /// Ready when the base delay has passed since the upstream's `101`.
     case delay
+    /// Load-aware: the proxy pings the backend after its `101`; ready when the base delay has
+    /// passed since the backend's pong (its event loop has caught up by then).
+    case ping
     /// Ready when the backend sends a data frame containing the ready message.
     case message
 }
@@ -117,13 +120,19 @@ public struct ReadyGateSettings: Sendable, Equatable {
     public var adminListen: HostAndPort? = HostAndPort(host: "127.0.0.1", port: 9901)
     public var upstream = UpstreamTarget(host: "127.0.0.1", port: 8000, usesTLS: false)
     public var acceptMode: AcceptMode = .immediate
-    public var readyGate: ReadyGateMode = .delay
+    public var readyGate: ReadyGateMode = .ping
     /// The text a backend's ready frame must contain (message gate).
     public var readyMessage = #""type":"connection_ready""#
     public var readyTimeoutAction: ReadyTimeoutAction = .close
     /// Whether the delay gate's delay adapts to the backend (``AdaptiveGateDelay``); false pins the
     /// profile's base delay (`READYGATE_ADAPTIVE`).
     public var adaptiveDelay = true
+    /// Transparent replay (`READYGATE_REPLAY`): a backend that fails the session right after READY,
+    /// before any of its data reached the client, is replaced by a new backend session that gets
+    /// the client's frames again.
+    public var replay = false
+    /// How many times one session may be replayed (`READYGATE_REPLAY_ATTEMPTS`).
+    public var replayAttempts = 2
     public var timing: TimingProfile = DeploymentEnvironment.development.profile
     /// Client bytes held per session before the proxy stops reading from the client.
     public var maxBufferBytes = 1 << 20

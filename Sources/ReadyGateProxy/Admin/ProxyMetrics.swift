@@ -25,6 +25,7 @@ public final class ProxyMetrics: Sendable {
     private let earlyFrames: Counter
     private let undeliveredFrames: Counter
     private let connectAttempts: Counter
+    private let replays: Counter
     private let timeToReady: [ReadyGateMode: DurationHistogram]
     /// Relayed data messages and wire bytes, by direction.
     private let messagesToUpstream: Counter
@@ -73,6 +74,11 @@ public final class ProxyMetrics: Sendable {
         name: "readygate_upstream_connect_attempts_total",
         help: "TCP connects to the backend for WebSocket sessions, retries included."
     )
+    static let replayed = Family(
+        name: "readygate_session_replays_total",
+        help:
+            "Backend sessions replaced by a replay (READYGATE_REPLAY): the backend failed right after READY and the client's frames went to a new one."
+    )
     static let ready = Family(
         name: "readygate_session_ready_seconds",
         help: "Time from the client's upgrade request to READY (held frames released), by readiness gate."
@@ -92,7 +98,7 @@ public final class ProxyMetrics: Sendable {
 
     /// Every family `/metrics` shows, each with its `# HELP` line.
     static let families = [
-        sessions, active, gateDelay, racePatterns, early, undelivered, attempts, ready, messages, bytes,
+        sessions, active, gateDelay, racePatterns, early, undelivered, attempts, replayed, ready, messages, bytes,
         httpResponses,
     ]
 
@@ -130,6 +136,7 @@ public final class ProxyMetrics: Sendable {
         earlyFrames = counter(Self.early)
         undeliveredFrames = counter(Self.undelivered)
         connectAttempts = counter(Self.attempts)
+        replays = counter(Self.replayed)
         timeToReady = Dictionary(
             uniqueKeysWithValues: ReadyGateMode.allCases.map { gate in
                 (
@@ -173,6 +180,7 @@ public final class ProxyMetrics: Sendable {
         Self.add(record.earlyFrames, to: earlyFrames)
         Self.add(record.undeliveredFrames, to: undeliveredFrames)
         Self.add(record.connectAttempts, to: connectAttempts)
+        Self.add(record.replays, to: replays)
         Self.add(record.clientToUpstream.messages, to: messagesToUpstream)
         Self.add(record.upstreamToClient.messages, to: messagesToClient)
         Self.add(record.clientToUpstream.bytes, to: bytesToUpstream)

@@ -51,14 +51,20 @@ public struct ProxyEnvironment: Sendable {
         settings.adaptiveDelay ? shared.gateDelay.withLockedValue { $0.currentMs } : settings.timing.baseDelayMs
     }
 
-    /// A delay-gate session ended: the adaptive delay learns from it. Logs and exports a change.
+    /// A delay- or ping-gate session ended, or failed after READY: the adaptive delay learns from
+    /// it. Logs and exports a change.
     func delayGateSessionEnded(_ record: SessionRecord) {
-        guard settings.adaptiveDelay, record.gate == .delay, let waited = record.gateDelayMs else { return }
+        guard settings.adaptiveDelay, record.gate != .message, let waited = record.gateDelayMs else { return }
         let reachedReady = record.stateTimes[.readyForMessages] != nil && !record.patterns.contains(.readyTimeout)
         let failed = record.patterns.contains(.upstreamErrorAfterReady)
         guard
             let change = shared.gateDelay.withLockedValue({
-                $0.sessionEnded(waitedMs: waited, reachedReady: reachedReady, failedAfterReady: failed)
+                $0.sessionEnded(
+                    waitedMs: waited,
+                    reachedReady: reachedReady,
+                    failedAfterReady: failed,
+                    atMs: Int(NIODeadline.now().uptimeNanoseconds / 1_000_000)
+                )
             })
         else { return }
         metrics.gateDelayChanged(ms: change.newMs)

@@ -29,6 +29,11 @@ final class ClientHoldHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.events = events
     }
 
+    /// A replay: `bytes` are what the replaced backend connection got; they go first, as they were.
+    func prefill(_ bytes: ByteBuffer) throws(WebSocketProtocolError) {
+        try hold.prefill(bytes)
+    }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }

@@ -14,7 +14,8 @@ final class FrameWatcher: ChannelInboundHandler {
     typealias InboundOut = ByteBuffer
 
     let side: SessionStateMachine.Side
-    private let events: any SessionEvents
+    /// Nil once detached: a replaced backend connection reports nothing more.
+    private var events: (any SessionEvents)?
     private var scanner: WebSocketFrameScanner
     /// Set by a protocol error: from then on bytes are only counted.
     private var stopped = false
@@ -36,6 +37,11 @@ final class FrameWatcher: ChannelInboundHandler {
         var stats = scanner.stats
         stats.bytes += bytesAfterStop
         return stats
+    }
+
+    /// The session no longer listens to this connection (a replay replaced it).
+    func detach() {
+        events = nil
     }
 
     /// Starts looking for the backend's ready message.
@@ -74,13 +80,13 @@ final class FrameWatcher: ChannelInboundHandler {
         context.fireChannelRead(data)
         if ready {
             readyMatch = nil
-            events.readyMessageSeen()
+            events?.readyMessageSeen()
         }
         if let closeCode, !sawCloseFrame {
             sawCloseFrame = true
-            events.closeFrame(from: side, code: closeCode)
+            events?.closeFrame(from: side, code: closeCode)
         }
-        if let failure { events.protocolError(from: side, failure) }
+        if let failure { events?.protocolError(from: side, failure) }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -99,7 +105,7 @@ final class FrameWatcher: ChannelInboundHandler {
     private func reportInputClosed(gone: Bool) {
         if reportedInputClosed && !gone { return }
         reportedInputClosed = true
-        events.inputClosed(side, gone: gone)
+        events?.inputClosed(side, gone: gone)
     }
 }
 

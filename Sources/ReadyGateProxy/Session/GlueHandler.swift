@@ -20,6 +20,11 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The proxy wrote a close frame of its own to this peer: nothing more is relayed to it
     /// (RFC 6455 §5.5.1).
     private(set) var relayStopped = false
+    /// Replay: a copy of what this glue sent its partner (client side, during the replay window).
+    private var recording: ByteBuffer?
+    private var recordingLimit = 0
+    /// Called once when the copy would outgrow its limit (the copy is dropped then).
+    private var onRecordingOverflow: (() -> Void)?
 
     init() {}
 
@@ -42,7 +47,9 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        partner?.relay(unwrapInboundIn(data))
+        let buffer = unwrapInboundIn(data)
+        if recording != nil { record(buffer) }
+        partner?.relay(buffer)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -74,6 +81,41 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func send(_ buffer: ByteBuffer) {
         write(buffer, promise: nil)
         flush()
+    }
+
+    /// No longer relays to or from its partner: the partner's connection is being replaced.
+    func detach() {
+        partner?.partner = nil
+        partner = nil
+        partnerBecameWritable()
+    }
+
+    /// Keeps a copy of everything sent to the partner from now on, up to `limit` bytes; past it the
+    /// copy is dropped and `onOverflow` called.
+    func startRecording(limit: Int, onOverflow: @escaping () -> Void) {
+        recording = context?.channel.allocator.buffer(capacity: 0) ?? ByteBuffer()
+        recordingLimit = limit
+        onRecordingOverflow = onOverflow
+    }
+
+    /// Stops copying and hands over the copy (nil: there was none, or it overflowed).
+    func stopRecording() -> ByteBuffer? {
+        defer {
+            recording = nil
+            onRecordingOverflow = nil
+        }
+        return recording
+    }
+
+    private func record(_ buffer: ByteBuffer) {
+        guard recording!.readableBytes + buffer.readableBytes <= recordingLimit else {
+            let overflow = onRecordingOverflow
+            recording = nil
+            onRecordingOverflow = nil
+            overflow?()
+            return
+        }
+        recording!.writeImmutableBuffer(buffer)
     }
 
     /// Nothing more from the partner is relayed to this peer: the proxy closed the WebSocket towards it.

@@ -25,13 +25,15 @@ enum UpstreamPipeline {
     static func switchToWebSocket(
         context: ChannelHandlerContext,
         watcher: FrameWatcher,
+        filter: BackendFilterHandler?,
         glue: GlueHandler
     ) throws {
         let sync = context.pipeline.syncOperations
         let eofGate = try sync.handler(type: UpstreamEOFGate.self)
         eofGate.hold()
         glue.holdWritesUntilSwitched()
-        try sync.addHandlers([watcher, glue], position: .after(context.handler))
+        let relay: [any ChannelHandler] = filter.map { [watcher, $0, glue] } ?? [watcher, glue]
+        try sync.addHandlers(relay, position: .after(context.handler))
         let encoder = try sync.handler(type: HTTPRequestEncoder.self)
         let decoder = try sync.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
         sync.removeHandler(encoder, promise: nil)

@@ -18,6 +18,10 @@ protocol SessionEvents: AnyObject {
     func clientFramesHeld(frames: Int, bytes: Int)
     /// The client hold reached its bound and stopped reading.
     func holdFull(bytes: Int)
+    /// Ping gate: the backend's pong to the proxy's ping came (and was taken out of its stream).
+    func gatePongReceived()
+    /// A data frame from the backend started reaching the client.
+    func backendDataStarted()
 }
 
 /// What an ``UpstreamHandshakeHandler`` reports about its upgrade attempt.

@@ -7,6 +7,8 @@ struct SessionTimers {
     var gate: Scheduled<Void>?
     var retry: Scheduled<Void>?
     var linger: Scheduled<Void>?
+    /// Replay: when the window for a replay closes.
+    var replayWindow: Scheduled<Void>?
 
     /// Cancels the handshake, gate and retry timers. A cancelled task still holds its closure
     /// while referenced, so the handles go too.
@@ -19,8 +21,14 @@ struct SessionTimers {
         retry = nil
     }
 
+    mutating func cancelReplayWindow() {
+        replayWindow?.cancel()
+        replayWindow = nil
+    }
+
     mutating func cancelAll() {
         cancelHandshakeTimers()
+        cancelReplayWindow()
         linger?.cancel()
         linger = nil
     }

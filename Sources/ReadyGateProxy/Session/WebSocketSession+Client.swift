@@ -39,7 +39,7 @@ extension WebSocketSession {
         }
     }
 
-    private func clientScanner() -> WebSocketFrameScanner {
+    func clientScanner() -> WebSocketFrameScanner {
         WebSocketFrameScanner(
             role: .client,
             allowedReservedBits: negotiatedReservedBits,

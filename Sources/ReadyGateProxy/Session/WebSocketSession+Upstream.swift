@@ -7,7 +7,7 @@ import ReadyGateCore
 extension WebSocketSession {
     func connectUpstream(attempt: Int) {
         guard let upgradeRequest = upstreamRequest() else { return }
-        let remaining = max(1, settings.timing.handshakeTimeoutMs - nowMs)
+        let remaining = machine.remainingHandshakeMs(nowMs: nowMs)
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let target = settings.upstream
         let connect = ClientBootstrap(group: eventLoop)
@@ -61,10 +61,10 @@ extension WebSocketSession {
         return built
     }
 
-    /// Extensions are negotiated end to end only in `upstream` mode with the delay gate: the message
+    /// Extensions are negotiated end to end only in `upstream` mode with the delay or ping gate: the message
     /// gate must read the backend's ready frame, which permessage-deflate would compress.
     private var keepsExtensions: Bool {
-        machine.acceptMode == .upstream && machine.configuration.gate == .delay
+        machine.acceptMode == .upstream && machine.configuration.gate != .message
     }
 
     func dropUpstreamAttempt(_ attempt: Int) {
@@ -97,13 +97,26 @@ extension WebSocketSession {
         // Watch before the switch: the backend's first frames come out of the HTTP decoder as soon
         // as it is removed.
         if watchForReadyMessage { watcher.watchForReadyMessage(settings.readyMessage) }
+        // The ping gate takes its pong out of the backend's stream; replay keeps a close back.
+        let filter =
+            machine.configuration.gate == .ping || machine.configuration.replayAttempts > 0
+            ? BackendFilterHandler(
+                scanner: WebSocketFrameScanner(role: .server, allowedReservedBits: negotiatedReservedBits),
+                events: self
+            ) : nil
         let glue = GlueHandler()
         if let clientGlue { GlueHandler.pair(clientGlue, glue) }
         upstreamWatcher = watcher
+        upstreamFilter = filter
         upstreamGlue = glue
         upstreamChannel = pending.context.channel
         do {
-            try UpstreamPipeline.switchToWebSocket(context: pending.context, watcher: watcher, glue: glue)
+            try UpstreamPipeline.switchToWebSocket(
+                context: pending.context,
+                watcher: watcher,
+                filter: filter,
+                glue: glue
+            )
         } catch {
             logger.error("pipeline_switch_failed", metadata: ["side": "upstream", "error": "\(error)"])
             pending.context.close(promise: nil)

@@ -30,6 +30,12 @@ final class WebSocketSession {
     var clientHold: ClientHoldHandler?
     var clientGlue: GlueHandler?
     var upstreamWatcher: FrameWatcher?
+    /// Takes the ping gate's pong out and keeps closes back during the replay window; nil otherwise.
+    var upstreamFilter: BackendFilterHandler?
+    /// Between READY and the end of the replay window: the client's bytes are copied.
+    var replayWindowOpen = false
+    /// The traffic of backend connections a replay replaced.
+    var replacedUpstreamStats = WebSocketTrafficStats()
     var upstreamGlue: GlueHandler?
     /// The switched upstream channel.
     var upstreamChannel: (any Channel)?
@@ -39,6 +45,8 @@ final class WebSocketSession {
     var pendingUpgrade: (attempt: Int, context: ChannelHandlerContext)?
     /// Upstream channels open; the session's summary waits for them.
     var openUpstreamChannels = 0
+    /// The adaptive delay heard of this session (at a failure after READY, or at its end).
+    private var adaptiveDelayTold = false
     private var clientClosed = false
     private var finished = false
     var timers = SessionTimers()
@@ -68,7 +76,8 @@ final class WebSocketSession {
                 timing: settings.timing,
                 closeLingerMs: settings.closeLinger,
                 maxBufferBytes: settings.maxBufferBytes,
-                gateDelayMs: settings.readyGate == .delay ? environment.gateDelayMs : nil
+                gateDelayMs: settings.readyGate != .message ? environment.gateDelayMs : nil,
+                replayAttempts: settings.replay ? settings.replayAttempts : 0
             ),
             record: record
         )
@@ -144,13 +153,25 @@ final class WebSocketSession {
         case .switchUpstream(let watchForReadyMessage):
             switchUpstream(watchForReadyMessage: watchForReadyMessage)
         case .armGateDelay(let ms):
-            timers.gate = schedule(in: ms) { $0.perform($0.machine.gatePassed(nowMs: $0.nowMs)) }
+            timers.gate = schedule(in: ms) {
+                $0.perform($0.machine.gateDelayElapsed(adaptedDelayMs: $0.environment.gateDelayMs, nowMs: $0.nowMs))
+            }
         case .flushAndSplice:
-            // Only the handshake needed these; the live upstream channel is `upstreamChannel`.
-            handshake = nil
+            // Only the handshake needed these (and a replay, while one may come); the live upstream
+            // channel is `upstreamChannel`.
+            if !replayWindowOpen { handshake = nil }
             attempts = [:]
             clientHold?.release()
             clientHold = nil
+            trimUpstreamFilter()
+        case .sendGatePing:
+            sendGatePing()
+        case .openReplayWindow(let ms):
+            openReplayWindow(ms: ms)
+        case .closeReplayWindow:
+            closeReplayWindow()
+        case .replay(let number, let closeCode):
+            replayUpstream(number: number, closeCode: closeCode)
         case .dropHeldFrames:
             clientHold?.discard()
         case .cancelTimers:
@@ -169,6 +190,12 @@ final class WebSocketSession {
             timers.linger = schedule(in: ms) { $0.perform($0.machine.closeLingerExpired(nowMs: $0.nowMs)) }
         case .notePattern(let event):
             logEvent(event)
+            if event.pattern == .upstreamErrorAfterReady && !adaptiveDelayTold {
+                // The adaptive delay learns at once, so the sessions of the same burst still
+                // waiting for their gate wait longer.
+                adaptiveDelayTold = true
+                environment.delayGateSessionEnded(machine.record)
+            }
         case .logInvalidTransition(let transition):
             logger.error("invalid_session_transition", metadata: ["transition": "\(transition)"])
         }
@@ -259,10 +286,11 @@ final class WebSocketSession {
         machine.closed(nowMs: nowMs)
         var record = machine.record
         record.clientToUpstream = clientWatcher?.stats ?? WebSocketTrafficStats()
-        record.upstreamToClient = upstreamWatcher?.stats ?? WebSocketTrafficStats()
+        record.upstreamToClient = replacedUpstreamStats
+        if let upstreamWatcher { record.upstreamToClient.add(upstreamWatcher.stats) }
         // Counted before the summary is logged: whoever reads the summary finds the metrics.
         environment.metrics.sessionEnded(record)
-        environment.delayGateSessionEnded(record)
+        if !adaptiveDelayTold { environment.delayGateSessionEnded(record) }
         var metadata = Logger.Metadata()
         for (key, value) in record.summaryFields { metadata[key] = "\(value)" }
         logger.info("session_summary", metadata: metadata)
@@ -272,6 +300,7 @@ final class WebSocketSession {
         clientHold = nil
         clientGlue = nil
         upstreamWatcher = nil
+        upstreamFilter = nil
         upstreamGlue = nil
         upstreamChannel = nil
         attempts = [:]
@@ -338,5 +367,13 @@ extension WebSocketSession: SessionEvents {
 
     func holdFull(bytes: Int) {
         perform(machine.holdFull(bytes: bytes))
+    }
+
+    func gatePongReceived() {
+        perform(machine.gatePongReceived(nowMs: nowMs))
+    }
+
+    func backendDataStarted() {
+        perform(machine.backendDataStarted(nowMs: nowMs))
     }
 }

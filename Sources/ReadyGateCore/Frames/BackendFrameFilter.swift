@@ -1,0 +1,196 @@
+import NIOCore
+
+/// The backend's frames on their way to the client while the proxy still has a say about two of
+/// them: the pong to the proxy's own ping (the ping gate), which is taken out, and a close frame
+/// while a replay may still follow, which is kept back. Everything else passes at once, byte for
+/// byte, sliced from the reads that brought it.
+///
+/// A frame is decided at its header: a pong (while a pong is awaited) and a close (while closes
+/// are kept back) are collected whole; any other frame's bytes pass as they come. Once a close is
+/// kept back, whatever follows it stays behind it. ``release()`` hands over what is kept so the
+/// filter can leave the stream without cutting it.
+public struct BackendFrameFilter: Sendable {
+    /// What the caller does with one read's bytes, in order.
+    public enum Output: Sendable, Equatable {
+        /// Pass these bytes to the client.
+        case forward(ByteBuffer)
+        /// The backend answered the proxy's ping (the pong is not passed on).
+        case ownPong
+        /// A close frame with `code` (nil: none) was kept back; ``release()`` or ``discardKept()`` decides it.
+        case closeKeptBack(code: UInt16?)
+        /// The first backend data frame started reaching the client.
+        case dataStarted
+    }
+
+    private var scanner: WebSocketFrameScanner
+    /// The payload of the proxy's ping whose pong is awaited (nil: none).
+    public private(set) var awaitedPong: [UInt8]?
+    /// Whether close frames are kept back (a replay may follow).
+    public var keepsCloseBack = false
+    /// Whether a data frame has started reaching the client.
+    public private(set) var sawData = false
+    /// After a protocol error the stream is passed on unfiltered.
+    private var broken = false
+
+    /// Bytes of the current frame not passed on: its header while incomplete, or a pong or close
+    /// being collected. After a kept close, every later byte too.
+    private var kept: ByteBuffer?
+    /// What happens to the current frame's bytes (nil: its header is not complete).
+    private var current: Disposition?
+    private var closeKept = false
+
+    private enum Disposition {
+        case pass
+        case collectPong
+        case collectClose
+    }
+
+    public init(scanner: WebSocketFrameScanner) {
+        self.scanner = scanner
+    }
+
+    /// The proxy sent a ping with `payload`: its pong will be taken out.
+    public mutating func awaitPong(payload: [UInt8]) {
+        awaitedPong = payload
+    }
+
+    /// Whether the filter has nothing to do any more: no pong awaited, closes not kept back, and
+    /// nothing kept.
+    public var isIdle: Bool {
+        awaitedPong == nil && !keepsCloseBack && kept == nil && current != .collectPong
+    }
+
+    /// Takes one read's bytes.
+    public mutating func receive(_ buffer: ByteBuffer) -> [Output] {
+        var outputs: [Output] = []
+        receive(buffer) { outputs.append($0) }
+        return outputs
+    }
+
+    /// Takes one read's bytes, handing each output to `emit` in order.
+    public mutating func receive(_ buffer: ByteBuffer, emit: (Output) -> Void) {
+        if broken || closeKept {
+            append(buffer, emit: emit)
+            return
+        }
+        var cursor = 0
+        var scanner = self.scanner
+        var failed = false
+        buffer.withUnsafeReadableBytes { bytes in
+            do throws(WebSocketProtocolError) {
+                try scanner.scan(bytes) { event in
+                    switch event {
+                    case .header(let header, let end):
+                        // Behind a kept close everything is kept, whatever it is.
+                        if !closeKept { current = disposition(of: header.opcode) }
+                        take(buffer, upTo: end, cursor: &cursor, emit: emit)
+                        if !closeKept && current == .pass && !header.opcode.isControl && !sawData {
+                            sawData = true
+                            emit(.dataStarted)
+                        }
+                    case .payload(let range):
+                        take(buffer, upTo: range.upperBound, cursor: &cursor, emit: emit)
+                    case .frameEnd(let header, let end, let closeCode):
+                        take(buffer, upTo: end, cursor: &cursor, emit: emit)
+                        if !closeKept { finishFrame(header, closeCode: closeCode, emit: emit) }
+                    }
+                }
+            } catch {
+                failed = true
+            }
+        }
+        self.scanner = scanner
+        if failed {
+            // The watcher reports the error; the rest of the stream is the client's to judge.
+            broken = true
+            current = .pass
+        }
+        take(buffer, upTo: buffer.readableBytes, cursor: &cursor, emit: emit)
+    }
+
+    /// Hands over everything kept, in stream order, and stops keeping closes back: a kept close
+    /// (and what followed it), or the bytes of the frame in progress.
+    public mutating func release() -> ByteBuffer? {
+        keepsCloseBack = false
+        closeKept = false
+        defer { kept = nil }
+        if current != nil { current = .pass }
+        return kept
+    }
+
+    /// Forgets what is kept (the backend connection is being replaced).
+    public mutating func discardKept() {
+        kept = nil
+        closeKept = false
+        broken = true
+    }
+
+    private func disposition(of opcode: WebSocketOpcode) -> Disposition {
+        if opcode == .pong && awaitedPong != nil { return .collectPong }
+        if opcode == .close && keepsCloseBack { return .collectClose }
+        return .pass
+    }
+
+    private mutating func finishFrame(_ header: WebSocketFrameHeader, closeCode: UInt16?, emit: (Output) -> Void) {
+        switch current {
+        case .collectPong:
+            let frame = kept
+            kept = nil
+            current = nil
+            var payload =
+                frame?.getBytes(at: frame!.readerIndex + header.headerLength, length: Int(header.payloadLength)) ?? []
+            if let key = header.maskingKey { WebSocketMasking.apply(maskingKey: key, to: &payload) }
+            if payload == awaitedPong {
+                awaitedPong = nil
+                emit(.ownPong)
+            } else if let frame {
+                // Someone else's pong: it goes on as it came.
+                emit(.forward(frame))
+            }
+        case .collectClose:
+            closeKept = true
+            emit(.closeKeptBack(code: closeCode))
+        case .pass, nil:
+            current = nil
+        }
+    }
+
+    /// Moves `chunk[cursor..<end]` on (a passing frame) or into `kept`.
+    private mutating func take(_ chunk: ByteBuffer, upTo end: Int, cursor: inout Int, emit: (Output) -> Void) {
+        guard end > cursor else { return }
+        let slice = chunk.getSlice(at: chunk.readerIndex + cursor, length: end - cursor)!
+        cursor = end
+        if current == .pass && !closeKept {
+            if var pending = kept {
+                // A header that straddled two reads.
+                kept = nil
+                var slice = slice
+                pending.writeBuffer(&slice)
+                emit(.forward(pending))
+            } else {
+                emit(.forward(slice))
+            }
+        } else {
+            append(slice, emit: emit)
+        }
+    }
+
+    private mutating func append(_ slice: ByteBuffer, emit: (Output) -> Void) {
+        var slice = slice
+        if broken && !closeKept {
+            if var pending = kept {
+                kept = nil
+                pending.writeBuffer(&slice)
+                emit(.forward(pending))
+            } else {
+                emit(.forward(slice))
+            }
+            return
+        }
+        if kept == nil {
+            kept = slice
+        } else {
+            kept!.writeBuffer(&slice)
+        }
+    }
+}

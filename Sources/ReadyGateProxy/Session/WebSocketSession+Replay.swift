@@ -1,0 +1,92 @@
+import Logging
+import NIOCore
+import ReadyGateCore
+
+/// The ping gate's ping and transparent replay: the session's side of what the
+/// ``BackendFilterHandler`` and the client glue's copy make possible.
+extension WebSocketSession {
+    /// Ping gate: a masked ping of the proxy's own to the backend; its pong starts the gate's delay.
+    func sendGatePing() {
+        guard let upstreamGlue, let upstreamFilter else { return }
+        let payload = (0..<8).map { _ in UInt8.random(in: 0...255, using: &random) }
+        upstreamFilter.awaitPong(payload: payload)
+        let frame = WebSocketFrameWriter.frame(
+            opcode: .ping,
+            payload: payload,
+            maskingKey: UInt32.random(in: 0...UInt32.max, using: &random)
+        )
+        upstreamGlue.send(clientChannel.allocator.buffer(bytes: frame))
+    }
+
+    /// From READY on, until the window closes: copy what the client sends the backend, and keep
+    /// the backend's close frames back.
+    func openReplayWindow(ms: Int) {
+        replayWindowOpen = true
+        upstreamFilter?.keepCloseBack(true)
+        clientGlue?.startRecording(limit: settings.maxBufferBytes) { [weak self] in
+            guard let self else { return }
+            logger.debug("replay_copy_overflow", metadata: ["bound": "\(settings.maxBufferBytes)"])
+            perform(machine.replayWindowEnded(nowMs: nowMs))
+        }
+        timers.replayWindow = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) { [self] in
+            perform(machine.replayWindowEnded(nowMs: nowMs))
+        }
+    }
+
+    /// No replay can come any more: the copy goes, and the backend's stream flows unfiltered (a
+    /// close frame kept back first).
+    func closeReplayWindow() {
+        replayWindowOpen = false
+        timers.cancelReplayWindow()
+        _ = clientGlue?.stopRecording()
+        if !machine.isHoldingClientFrames { handshake = nil }
+        trimUpstreamFilter()
+    }
+
+    /// Takes the backend filter out once it has nothing left to do: no pong awaited, no replay
+    /// window, READY passed.
+    func trimUpstreamFilter() {
+        guard let filter = upstreamFilter, !filter.awaitsPong, !replayWindowOpen, !machine.isHoldingClientFrames
+        else { return }
+        upstreamFilter = nil
+        filter.leave()
+    }
+
+    /// The backend failed right after READY: its connection is let go, and the client's frames it
+    /// got are held again, first, for the next backend session (the machine connects it next).
+    func replayUpstream(number: Int, closeCode: UInt16) {
+        replayWindowOpen = false
+        timers.cancelReplayWindow()
+        let copy = clientGlue?.stopRecording() ?? clientChannel.allocator.buffer(capacity: 0)
+        logger.info(
+            "upstream_replay",
+            metadata: [
+                "replay": "\(number)", "close_code": "\(closeCode)", "replayed_bytes": "\(copy.readableBytes)",
+                "ms_since_start": "\(nowMs)",
+            ]
+        )
+        if let upstreamWatcher {
+            replacedUpstreamStats.add(upstreamWatcher.stats)
+            upstreamWatcher.detach()
+        }
+        upstreamFilter?.detach()
+        clientGlue?.detach()
+        upstreamChannel?.close(promise: nil)
+        upstreamWatcher = nil
+        upstreamFilter = nil
+        upstreamGlue = nil
+        upstreamChannel = nil
+
+        guard let clientGlue else { return }
+        let hold = ClientHoldHandler(scanner: clientScanner(), maxHeldBytes: settings.maxBufferBytes, events: self)
+        do {
+            try hold.prefill(copy)
+            try clientChannel.pipeline.syncOperations.addHandler(hold, position: .before(clientGlue))
+            clientHold = hold
+        } catch {
+            // The copy is what the client sent and the watcher passed: it cannot be broken.
+            logger.error("replay_failed", metadata: ["error": "\(error)"])
+            clientChannel.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,163 @@
+import NIOCore
+import ReadyGateCore
+import Testing
+
+/// The ping gate and transparent replay over loopback, against scripted backends: what the backend
+/// and the client see on the wire.
+extension SessionFailurePathTests {
+    static func replayOn(_ settings: inout ReadyGateSettings) {
+        settings.readyGate = .delay
+        settings.replay = true
+        settings.replayAttempts = 2
+        settings.timing.handshakeTimeoutMs = 2000
+    }
+
+    /// A backend connection that echoes every data frame until the client's close, then answers it.
+    static func echoUntilClose(_ backend: inout ScriptedConnection) async throws {
+        while let frame = try await backend.readFrame() {
+            if frame.opcode == 0x8 {
+                try await backend.write(serverFrame(.close, frame.payload))
+                return
+            }
+            if frame.opcode == 0x1 { try await backend.write(serverFrame(.text, frame.payload)) }
+        }
+    }
+
+    /// The client sends `messages` at once, then reads until it has as many echoes (or a close).
+    static func sendAndCollect(_ messages: [String], port: Int) async throws -> [WireFrame] {
+        try await RawClient.session(port: port) { client in
+            try await client.write(messages.flatMap { clientFrame(.text, Array($0.utf8)) })
+            var frames: [WireFrame] = []
+            while frames.filter({ $0.opcode == 0x1 }).count < messages.count, let frame = try await client.readFrame() {
+                frames.append(frame)
+                if frame.opcode == 0x8 { return frames }
+            }
+            try await client.write(clientFrame(.close, closePayload(1000)))
+            while let frame = try await client.readFrame() { frames.append(frame) }
+            return frames
+        }
+    }
+
+    @Test("replay: a backend that fails 1011 on the early frames is replaced; the client sees only echoes")
+    func replayAfter1011() async throws {
+        try await withScripted(
+            Self.replayOn,
+            script: { index, backend in
+                try await backend.acceptUpgrade()
+                if index == 0 {
+                    // The racy backend: the first message comes before its set-up, so it fails.
+                    _ = try await backend.expectFrame()
+                    try await backend.write(serverFrame(.close, closePayload(1011, "not set up")))
+                    while let frame = try await backend.readFrame(), frame.opcode != 0x8 {}
+                } else {
+                    try await Self.echoUntilClose(&backend)
+                }
+            }
+        ) { proxy in
+            let frames = try await Self.sendAndCollect(["one", "two", "three"], port: proxy.port)
+            #expect(frames.filter { $0.opcode == 0x1 }.map(\.text) == ["one", "two", "three"])
+            #expect(frames.last?.opcode == 0x8)
+            #expect(frames.last?.closeCode == 1000, "the 1011 never reached the client")
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.replays == 1)
+            #expect(record.connectAttempts == 2)
+            #expect(record.patterns.contains(.upstreamErrorAfterReady))
+            #expect(record.endReason == nil)
+            #expect(record.closer == .client)
+            #expect(record.upstreamCloseCode == 1000)
+        }
+    }
+
+    @Test("replay: a backend connection lost right after READY is replaced too, up to the attempts")
+    func replayAfterLostConnection() async throws {
+        try await withScripted(
+            Self.replayOn,
+            script: { index, backend in
+                try await backend.acceptUpgrade()
+                if index < 2 {
+                    _ = try await backend.expectFrame()
+                    try await backend.drop()
+                } else {
+                    try await Self.echoUntilClose(&backend)
+                }
+            }
+        ) { proxy in
+            let frames = try await Self.sendAndCollect(["hello"], port: proxy.port)
+            #expect(frames.filter { $0.opcode == 0x1 }.map(\.text) == ["hello"])
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.replays == 2)
+            #expect(record.connectAttempts == 3)
+        }
+    }
+
+    @Test("replay: once the attempts are used, the backend's failure reaches the client")
+    func replayAttemptsRunOut() async throws {
+        try await withScripted(
+            Self.replayOn,
+            script: { _, backend in
+                try await backend.acceptUpgrade()
+                _ = try await backend.expectFrame()
+                try await backend.write(serverFrame(.close, closePayload(1011, "still broken")))
+                while let frame = try await backend.readFrame(), frame.opcode != 0x8 {}
+            }
+        ) { proxy in
+            let frames = try await Self.sendAndCollect(["hello"], port: proxy.port)
+            #expect(frames.last?.closeCode == 1011)
+            #expect(frames.last.map { String(decoding: $0.payload.dropFirst(2), as: UTF8.self) } == "still broken")
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.replays == 2)
+            #expect(record.closer == .upstream)
+            #expect(record.upstreamCloseCode == 1011)
+        }
+    }
+
+    @Test("replay: after a backend data message reached the client there is no replay")
+    func noReplayAfterBackendData() async throws {
+        try await withScripted(
+            Self.replayOn,
+            script: { _, backend in
+                try await backend.acceptUpgrade()
+                let first = try await backend.expectFrame()
+                try await backend.write(serverFrame(.text, first.payload))
+                try await backend.write(serverFrame(.close, closePayload(1011, "failed later")))
+                while let frame = try await backend.readFrame(), frame.opcode != 0x8 {}
+            }
+        ) { proxy in
+            let frames = try await Self.sendAndCollect(["hello", "never echoed"], port: proxy.port)
+            #expect(frames.filter { $0.opcode == 0x1 }.map(\.text) == ["hello"])
+            #expect(frames.last?.closeCode == 1011)
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.replays == 0)
+        }
+    }
+
+    @Test("the ping gate: the backend gets the proxy's ping first, the client never sees its pong")
+    func pingGate() async throws {
+        try await withScripted(
+            { settings in
+                settings.readyGate = .ping
+                settings.timing.handshakeTimeoutMs = 2000
+            },
+            script: { _, backend in
+                try await backend.acceptUpgrade()
+                let ping = try await backend.expectFrame()
+                guard ping.opcode == 0x9, ping.masked, ping.payload.count == 8 else {
+                    throw ScriptError.ended("expected the proxy's masked ping first, got opcode \(ping.opcode)")
+                }
+                // The backend's own ping and an unsolicited pong pass to the client; the answer does not.
+                try await backend.write(serverFrame(.ping, Array("backend ping".utf8)))
+                try await backend.write(serverFrame(.pong, Array("unsolicited".utf8)))
+                try await backend.write(serverFrame(.pong, ping.payload))
+                try await Self.echoUntilClose(&backend)
+            }
+        ) { proxy in
+            let frames = try await Self.sendAndCollect(["early"], port: proxy.port)
+            #expect(frames.filter { $0.opcode == 0x1 }.map(\.text) == ["early"])
+            #expect(frames.filter { $0.opcode == 0x9 }.map(\.text) == ["backend ping"])
+            #expect(frames.filter { $0.opcode == 0xA }.map(\.text) == ["unsolicited"])
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.pongAfterMs != nil)
+            #expect(record.gate == .ping)
+        }
+    }
+}
