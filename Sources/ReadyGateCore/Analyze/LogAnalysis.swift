@@ -42,15 +42,15 @@ public struct LogAnalysis: Sendable {
     public mutating func add(_ line: LogLine) {
         let used: Bool
         switch line.message {
-        case "session_summary": used = append(SessionSummary(line), to: &sessions)
-        case "upstream_replay": used = append(ReplayEvent(line), to: &replayEvents)
-        case "gate_delay_changed": used = append(DelayChange(line), to: &delayChanges)
+        case "session_summary": used = Self.append(SessionSummary(line), to: &sessions)
+        case "upstream_replay": used = Self.append(ReplayEvent(line), to: &replayEvents)
+        case "gate_delay_changed": used = Self.append(DelayChange(line), to: &delayChanges)
         case "listening":
             start = ProxyStart(line)
             otherLines += 1
             return
         case _ where RacePattern(rawValue: line.message) != nil:
-            used = append(PatternEvent(line), to: &patternEvents)
+            used = Self.append(PatternEvent(line), to: &patternEvents)
         default:
             otherLines += 1
             return
@@ -58,7 +58,8 @@ public struct LogAnalysis: Sendable {
         if !used { badLines += 1 }
     }
 
-    private func append<T>(_ value: T?, to list: inout [T]) -> Bool {
+    /// Static: a method of `self` would hold a copy of `self`, so each append would copy the list.
+    private static func append<T>(_ value: T?, to list: inout [T]) -> Bool {
         guard let value else { return false }
         list.append(value)
         return true
