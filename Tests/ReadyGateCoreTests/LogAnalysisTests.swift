@@ -148,6 +148,11 @@ struct AnalyzeParsingTests {
         let change = DelayChange(time: "t", upstream: nil, oldMs: 25, newMs: 50, reason: "upstream_error_after_ready")
         #expect(DelayChange(line) == change)
         #expect(line.fields["extra"] == .other)
+        let huge = try #require(
+            LogLineParser().parse("{\"severity\":\"INFO\",\"message\":\"m\",\"time\":\"t\",\"n\":1e300}")
+        )
+        #expect(huge.int("n") == nil, "too large for an Int: not a crash")
+        #expect(huge.string("n") == "1e+300")
     }
 
     @Test("empty input: nothing counted, no recommendation, the report says so")

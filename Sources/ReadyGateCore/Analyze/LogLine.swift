@@ -45,7 +45,7 @@ public struct LogLine: Sendable, Equatable {
     public func string(_ key: String) -> String? {
         switch fields[key] {
         case .text(let text): text
-        case .number(let number): number == number.rounded() ? String(Int(number)) : String(number)
+        case .number(let number): Self.integral(number).map(String.init) ?? String(number)
         case .flag(let flag): flag ? "true" : "false"
         case .other, nil: nil
         }
@@ -55,9 +55,14 @@ public struct LogLine: Sendable, Equatable {
     public func int(_ key: String) -> Int? {
         switch fields[key] {
         case .text(let text): Int(text)
-        case .number(let number): number == number.rounded() && abs(number) < 1e15 ? Int(number) : nil
+        case .number(let number): Self.integral(number)
         default: nil
         }
+    }
+
+    /// The number as an `Int` when it is a whole number that fits (exactly, within ±2^53).
+    private static func integral(_ number: Double) -> Int? {
+        number == number.rounded() && abs(number) <= 9_007_199_254_740_992 ? Int(number) : nil
     }
 }
 
