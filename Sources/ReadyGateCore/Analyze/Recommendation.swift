@@ -53,28 +53,12 @@ public struct Recommendation: Sendable, Equatable {
         }
 
         // The handshake timeout first: it bounds the delay.
-        let timeouts = patterns.values.filter { $0.contains(RacePattern.readyTimeout.rawValue) }.count
-        let p99 = analysis.allReadyTimes?.p99
-        var timeout = timing.timeoutMs
-        if timeouts > 0 {
-            timeout = Self.roundUp(max(2 * timing.timeoutMs, 2 * (p99 ?? 0)))
-            evidence.append(
-                "\(timeouts) of \(analysis.sessions.count) sessions hit ready_timeout: the gate did not pass "
-                    + "within the \(timing.timeoutMs) ms handshake timeout"
-            )
-        }
-        if let p99 {
-            if timeouts == 0 && 2 * p99 > timing.timeoutMs {
-                timeout = Self.roundUp(2 * p99)
-                evidence.append(
-                    "time to READY p99 is \(p99) ms, more than half the \(timing.timeoutMs) ms handshake timeout"
-                )
-            } else if timeouts == 0 {
-                evidence.append("time to READY p99 is \(p99) ms, within the \(timing.timeoutMs) ms handshake timeout")
-            }
-        } else {
-            evidence.append("no session reached READY")
-        }
+        let timeout = Self.handshakeTimeout(
+            analysis,
+            patterns: patterns,
+            currentMs: timing.timeoutMs,
+            evidence: &evidence
+        )
 
         // The gate and its delay.
         let delay = failedAfterReady(.delay)
@@ -135,6 +119,34 @@ public struct Recommendation: Sendable, Equatable {
             handshakeTimeoutMs: timeout,
             evidence: evidence
         )
+    }
+
+    /// The handshake timeout: larger after `ready_timeout`s, or when the time-to-READY p99 is near it.
+    private static func handshakeTimeout(
+        _ analysis: LogAnalysis,
+        patterns: [String: Set<String>],
+        currentMs: Int,
+        evidence: inout [String]
+    ) -> Int {
+        let timeouts = patterns.values.filter { $0.contains(RacePattern.readyTimeout.rawValue) }.count
+        let p99 = analysis.allReadyTimes?.p99
+        if timeouts > 0 {
+            evidence.append(
+                "\(timeouts) of \(analysis.sessions.count) sessions hit ready_timeout: the gate did not pass "
+                    + "within the \(currentMs) ms handshake timeout"
+            )
+            return roundUp(max(2 * currentMs, 2 * (p99 ?? 0)))
+        }
+        guard let p99 else {
+            evidence.append("no session reached READY")
+            return currentMs
+        }
+        guard 2 * p99 > currentMs else {
+            evidence.append("time to READY p99 is \(p99) ms, within the \(currentMs) ms handshake timeout")
+            return currentMs
+        }
+        evidence.append("time to READY p99 is \(p99) ms, more than half the \(currentMs) ms handshake timeout")
+        return roundUp(2 * p99)
     }
 
     /// The delay-gate delay to start with when sessions failed after READY: where the adaptive
