@@ -9,7 +9,7 @@ struct ReadyGateCommand: AsyncParsableCommand {
         discussion: """
             Configure with READYGATE_* environment variables (see README.md); a flag wins over its variable.
             """,
-        subcommands: [ServeCommand.self, CheckConfigCommand.self, DemoCommand.self],
+        subcommands: [ServeCommand.self, CheckConfigCommand.self, DemoCommand.self, AnalyzeCommand.self],
         defaultSubcommand: ServeCommand.self
     )
 }
