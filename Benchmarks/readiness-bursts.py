@@ -12,7 +12,9 @@ round trip (p50/p99, echoed ones only).
     python3 Benchmarks/readiness-bursts.py [--bin PATH] [--bursts 5] [--clients 200]
         [--setup-ms 5] [--jitter-ms 0] [--configs fixed,adaptive]
 
-Configs: `fixed` is READYGATE_ADAPTIVE=false (the 25 ms delay as it was), `adaptive` the default.
+Configs (CONFIGS below): `fixed` is the delay gate with READYGATE_ADAPTIVE=false (the 25 ms delay
+as it was), `adaptive` the adaptive delay gate, `ping` the load-aware ping gate (adaptive), `replay`
+and `ping-replay` the same with READYGATE_REPLAY=true, `default` no gate variable set at all.
 Everything runs on 127.0.0.1; every process is stopped on exit.
 """
 
@@ -92,6 +94,17 @@ async def bursts(url: str, count: int, clients: int) -> list[tuple[int, str, flo
     return rows
 
 
+CONFIGS: dict[str, dict[str, str]] = {
+    "default": {},
+    "fixed": {"READYGATE_READY_GATE": "delay", "READYGATE_ADAPTIVE": "false"},
+    "adaptive": {"READYGATE_READY_GATE": "delay", "READYGATE_ADAPTIVE": "true"},
+    "ping": {"READYGATE_READY_GATE": "ping", "READYGATE_ADAPTIVE": "true"},
+    "fixed-replay": {"READYGATE_READY_GATE": "delay", "READYGATE_ADAPTIVE": "false", "READYGATE_REPLAY": "true"},
+    "replay": {"READYGATE_READY_GATE": "delay", "READYGATE_ADAPTIVE": "true", "READYGATE_REPLAY": "true"},
+    "ping-replay": {"READYGATE_READY_GATE": "ping", "READYGATE_ADAPTIVE": "true", "READYGATE_REPLAY": "true"},
+}
+
+
 def run(config: str, args) -> list[tuple[int, str, float, float]]:
     backend_port, proxy_port = free_port(), free_port()
     env = dict(os.environ, SETUP_MS=str(args.setup_ms), SETUP_JITTER_MS=str(args.jitter_ms), SEND_READY="0")
@@ -99,8 +112,9 @@ def run(config: str, args) -> list[tuple[int, str, float, float]]:
         [sys.executable, "-m", "uvicorn", "racy_backend:app", "--app-dir", str(E2E), "--host", "127.0.0.1",
          "--port", str(backend_port), "--log-level", "warning", "--no-access-log", "--backlog", "4096"],
         cwd=E2E, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    proxy_env = dict(os.environ, READYGATE_ENV="production", READYGATE_READY_GATE="delay",
-                     READYGATE_ADAPTIVE="false" if config == "fixed" else "true",
+    proxy_env = {k: v for k, v in os.environ.items() if not k.startswith("READYGATE_")}
+    proxy_env.update(CONFIGS[config])
+    proxy_env.update(READYGATE_ENV="production",
                      READYGATE_LISTEN=f"127.0.0.1:{proxy_port}", READYGATE_ADMIN_LISTEN="off",
                      READYGATE_UPSTREAM=f"http://127.0.0.1:{backend_port}", READYGATE_LOG_LEVEL="error")
     proxy = subprocess.Popen([str(args.bin), "serve"], env=proxy_env, stdout=subprocess.DEVNULL,
@@ -127,6 +141,9 @@ def main() -> None:
     parser.add_argument("--jitter-ms", type=float, default=0)
     parser.add_argument("--configs", default="fixed,adaptive")
     args = parser.parse_args()
+    unknown = [c for c in args.configs.split(",") if c not in CONFIGS]
+    if unknown:
+        sys.exit(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
     if not args.bin.exists():
         sys.exit(f"no binary at {args.bin}: swift build -c release --product readygate --scratch-path .build-bench")
     print(f"setup {args.setup_ms:g} ms + jitter up to {args.jitter_ms:g} ms, {args.bursts} bursts of {args.clients}")

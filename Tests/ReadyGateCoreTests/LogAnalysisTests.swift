@@ -293,7 +293,7 @@ struct AnalyzeRecommendationTests {
         #expect(recommendation.delayMs == 25)
         #expect(recommendation.handshakeTimeoutMs == 1000)
         #expect(!recommendation.replay)
-        #expect(recommendation.evidence.contains("0 of 20 delay-gate sessions failed after READY"))
+        #expect(recommendation.evidence.contains("0 of 20 delay- and ping-gate sessions failed after READY"))
     }
 
     @Test("failures after READY, the adaptive delay moved: start where it ended, adaptive, replay")
@@ -320,14 +320,17 @@ struct AnalyzeRecommendationTests {
                 ),
             ]
         let recommendation = try #require(Recommendation(analyze(lines)))
-        #expect(recommendation.gate == .delay)
+        #expect(recommendation.gate == .ping)
+        #expect(
+            recommendation.evidence.contains { $0.hasPrefix("the ping gate counts the delay from the backend's pong") }
+        )
         #expect(recommendation.delayMs == 100)
         #expect(recommendation.adaptive == true)
         #expect(recommendation.replay)
         #expect(recommendation.handshakeTimeoutMs == 1000)
         #expect(
             recommendation.evidence.contains {
-                $0.hasPrefix("4 of 10 delay-gate sessions (40.0%) ended upstream_error_after_ready")
+                $0.hasPrefix("4 of 10 delay- and ping-gate sessions (40.0%) ended upstream_error_after_ready")
             }
         )
         #expect(recommendation.evidence.contains { $0.contains("changed 2 times and ended at 100 ms") })
@@ -340,7 +343,7 @@ struct AnalyzeRecommendationTests {
             summaryLine("bad", patterns: ["upstream_error_after_ready"]),
         ]
         let recommendation = try #require(Recommendation(analyze(lines)))
-        #expect(recommendation.gate == .delay)
+        #expect(recommendation.gate == .ping)
         #expect(recommendation.delayMs == 60)
         #expect(recommendation.adaptive == true)
         #expect(recommendation.evidence.contains { $0.contains("twice the 30 ms delay, 60 ms") })
@@ -349,7 +352,7 @@ struct AnalyzeRecommendationTests {
     @Test("the captured run: start at the 100 ms the adaptive delay ended at, with replay")
     func capturedRun() throws {
         let recommendation = try #require(Recommendation(LogAnalysis.analyze(try AnalyzeParsingTests.fixture)))
-        #expect(recommendation.gate == .delay)
+        #expect(recommendation.gate == .ping)
         #expect(recommendation.delayMs == 100)
         #expect(recommendation.replay)
         #expect(recommendation.handshakeTimeoutMs == 1000)

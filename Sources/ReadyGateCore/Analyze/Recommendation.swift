@@ -1,7 +1,9 @@
 /// Which gate, delay and handshake timeout a log suggests, with the evidence behind each choice.
 ///
 /// The rules, from the log's sessions:
-/// - Delay-gate sessions that ended `upstream_error_after_ready` mean the delay was too short:
+/// - Delay- or ping-gate sessions that ended `upstream_error_after_ready` mean the delay was too
+///   short; the ping gate is recommended (its delay counts from the backend's pong, which follows
+///   the backend's load), and the delay:
 ///   start at the delay the adaptive delay ended at (every failure waited less), or, when it did
 ///   not move (`READYGATE_ADAPTIVE=false`), at twice the largest delay; at most half the
 ///   handshake timeout, with the adaptive delay and replay on. The message gate instead when the
@@ -44,8 +46,8 @@ public struct Recommendation: Sendable, Equatable {
         var evidence: [String] = []
         let timing = Self.timing(analysis, evidence: &evidence)
         let patterns = analysis.patternsBySession
-        func failedAfterReady(_ gate: ReadyGateMode) -> (failed: Int, of: Int) {
-            let sessions = analysis.sessions.filter { $0.gate == gate.rawValue }
+        func failedAfterReady(_ gates: Set<ReadyGateMode>) -> (failed: Int, of: Int) {
+            let sessions = analysis.sessions.filter { ReadyGateMode(rawValue: $0.gate).map(gates.contains) ?? false }
             let failed = sessions.filter {
                 patterns[$0.session]?.contains(RacePattern.upstreamErrorAfterReady.rawValue) == true
             }
@@ -61,18 +63,18 @@ public struct Recommendation: Sendable, Equatable {
         )
 
         // The gate and its delay.
-        let delay = failedAfterReady(.delay)
-        let message = failedAfterReady(.message)
+        let delay = failedAfterReady([.delay, .ping])
+        let message = failedAfterReady([.message])
         let largestDelay = ([timing.baseDelayMs] + analysis.delayChanges.map(\.newMs)).max()!
         let changes = analysis.delayChanges.count
         let replays = analysis.replays
         var gate = Self.mostUsedGate(analysis) ?? timing.gate
-        var delayMs: Int? = gate == .delay ? analysis.delayChanges.last?.newMs ?? timing.baseDelayMs : nil
-        var adaptive: Bool? = gate == .delay ? (changes > 0 ? true : nil) : nil
+        var delayMs: Int? = gate != .message ? analysis.delayChanges.last?.newMs ?? timing.baseDelayMs : nil
+        var adaptive: Bool? = gate != .message ? (changes > 0 ? true : nil) : nil
         var replay = false
         if delay.failed > 0 {
             evidence.append(
-                "\(delay.failed) of \(delay.of) delay-gate sessions (\(Self.percent(delay.failed, delay.of))) ended "
+                "\(delay.failed) of \(delay.of) delay- and ping-gate sessions (\(Self.percent(delay.failed, delay.of))) ended "
                     + "upstream_error_after_ready: the backend failed right after READY, the delay was too short"
             )
             if message.of > 0 && message.failed == 0 {
@@ -81,7 +83,13 @@ public struct Recommendation: Sendable, Equatable {
                 adaptive = nil
                 evidence.append("none of the \(message.of) message-gate sessions failed after READY")
             } else {
-                gate = .delay
+                if gate != .ping {
+                    evidence.append(
+                        "the ping gate counts the delay from the backend's pong to a proxy ping, which comes as late "
+                            + "as the backend's event loop is behind"
+                    )
+                }
+                gate = .ping
                 adaptive = true
                 delayMs = Self.delay(
                     after: analysis.delayChanges,
@@ -103,7 +111,7 @@ public struct Recommendation: Sendable, Equatable {
                 )
             }
         } else if delay.of > 0 {
-            evidence.append("0 of \(delay.of) delay-gate sessions failed after READY")
+            evidence.append("0 of \(delay.of) delay- and ping-gate sessions failed after READY")
         }
         if message.failed > 0 {
             evidence.append(
@@ -197,7 +205,7 @@ public struct Recommendation: Sendable, Equatable {
             analysis.start?.environment ?? LogAnalysis.counted(analysis.sessions.map(\.environment)).first?.0
         let environment = environmentName.flatMap(DeploymentEnvironment.init(rawValue:)) ?? .production
         let profile = environment.profile
-        let gate = analysis.start?.gate.flatMap(ReadyGateMode.init(rawValue:)) ?? .delay
+        let gate = analysis.start?.gate.flatMap(ReadyGateMode.init(rawValue:)) ?? .ping
         if let start = analysis.start, let timeout = start.handshakeTimeoutMs {
             let base = start.baseDelayMs ?? profile.baseDelayMs
             evidence.append("ran with handshake timeout \(timeout) ms, base delay \(base) ms (the listening line)")
