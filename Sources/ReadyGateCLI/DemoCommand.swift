@@ -10,7 +10,9 @@ import ReadyGateProxy
 ///
 /// An embedded backend accepts WebSocket upgrades at once but needs `--setup-ms` before its handler
 /// can take a message (a message sooner kills the session with 1011). Clients that send right after
-/// the handshake run against it directly, then through an embedded ReadyGate with each gate.
+/// the handshake run against it directly, then through an embedded ReadyGate with each gate. Then
+/// bursts (``DemoBursts``): the same clients again and again against a longer set-up, through a
+/// fixed delay, the defaults, and the defaults with replay.
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
@@ -24,8 +26,14 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "The backend's session set-up time (its race window), in ms.")
     var setupMs = 10
 
-    @Option(help: "Gates to prove: delay, message or both.")
-    var gate: GateChoice = .both
+    @Option(help: "Gates to prove: ping, delay, message, both (delay and message) or all.")
+    var gate: GateChoice = .all
+
+    @Option(help: "Bursts of --clients per configuration in the burst part (0: skip it).")
+    var bursts = 3
+
+    @Option(help: "The backend's set-up time in the burst part, in ms (longer than the base delay).")
+    var burstSetupMs = 40
 
     @Option(help: "ReadyGate's environment profile (its base delay is the delay gate's wait).")
     var env: String = "production"
@@ -34,15 +42,19 @@ struct DemoCommand: AsyncParsableCommand {
     var verbose = false
 
     enum GateChoice: String, ExpressibleByArgument, CaseIterable {
+        case ping
         case delay
         case message
         case both
+        case all
 
         var gates: [ReadyGateMode] {
             switch self {
+            case .ping: [.ping]
             case .delay: [.delay]
             case .message: [.message]
             case .both: [.delay, .message]
+            case .all: [.ping, .delay, .message]
             }
         }
     }
@@ -50,6 +62,10 @@ struct DemoCommand: AsyncParsableCommand {
     func validate() throws {
         guard (1...10_000).contains(clients) else { throw ValidationError("--clients must be from 1 to 10000") }
         guard (0...60_000).contains(setupMs) else { throw ValidationError("--setup-ms must be from 0 to 60000") }
+        guard (0...100).contains(bursts) else { throw ValidationError("--bursts must be from 0 to 100") }
+        guard (0...60_000).contains(burstSetupMs) else {
+            throw ValidationError("--burst-setup-ms must be from 0 to 60000")
+        }
         guard DeploymentEnvironment(rawValue: env) != nil else {
             throw ValidationError("--env must be one of testing, development, staging, production")
         }
@@ -74,11 +90,7 @@ struct DemoCommand: AsyncParsableCommand {
 
         var results = [await DemoRun.run(name: "direct", clients: clients, port: backend.port, group: group)]
         for gateMode in gate.gates {
-            var settings = ReadyGateSettings()
-            settings.environment = environment
-            settings.timing = profile
-            settings.listen = HostAndPort(host: "127.0.0.1", port: 0)
-            settings.upstream = UpstreamTarget(host: "127.0.0.1", port: backend.port, usesTLS: false)
+            var settings = Self.proxySettings(environment: environment, backendPort: backend.port)
             settings.readyGate = gateMode
             let proxy = try await ReadyGateServer.start(
                 environment: ProxyEnvironment(settings: settings, logger: logger),
@@ -94,6 +106,17 @@ struct DemoCommand: AsyncParsableCommand {
         print(DemoReport.table(results))
         let gated = results.dropFirst()
         let lost = gated.filter { $0.ok != $0.sessions }
+        var burstFailure: String?
+        if bursts > 0 {
+            let burstRun = DemoBursts(
+                clients: clients,
+                bursts: bursts,
+                setupMs: burstSetupMs,
+                environment: environment,
+                logger: logger
+            )
+            burstFailure = try await burstRun.run(group: group)
+        }
         print("")
         if lost.isEmpty {
             let direct = results[0]
@@ -101,6 +124,10 @@ struct DemoCommand: AsyncParsableCommand {
                 "Directly, \(direct.sessions - direct.ok) of \(direct.sessions) sessions were lost; "
                     + "through ReadyGate, none."
             )
+            if let burstFailure {
+                print("FAILED: \(burstFailure)")
+                throw ExitCode(1)
+            }
         } else {
             print("FAILED: a gated run lost sessions: \(lost.map(\.name).joined(separator: ", ")).")
             if !gate.gates.contains(.message) || setupMs >= profile.baseDelayMs {
@@ -110,6 +137,16 @@ struct DemoCommand: AsyncParsableCommand {
             }
             throw ExitCode(1)
         }
+    }
+
+    /// ReadyGate in front of the demo backend, on a free loopback port.
+    static func proxySettings(environment: DeploymentEnvironment, backendPort: Int) -> ReadyGateSettings {
+        var settings = ReadyGateSettings()
+        settings.environment = environment
+        settings.timing = environment.profile
+        settings.listen = HostAndPort(host: "127.0.0.1", port: 0)
+        settings.upstream = UpstreamTarget(host: "127.0.0.1", port: backendPort, usesTLS: false)
+        return settings
     }
 
     private func bootstrapDemoLogging() -> Logger {
