@@ -53,6 +53,10 @@ struct SettingsOptions: ParsableArguments {
     var drainTimeoutMs: String?
     @Option(help: "Wait for a client's close frame after the proxy's, ms (READYGATE_CLOSE_LINGER_MS).")
     var closeLingerMs: String?
+    @Option(help: "Close a WebSocket session idle this long with 1001, ms; 0: never (READYGATE_WS_IDLE_TIMEOUT_MS).")
+    var wsIdleTimeoutMs: String?
+    @Option(help: "Ping both sides of a WebSocket session this often, ms; 0: off (READYGATE_PING_INTERVAL_MS).")
+    var pingIntervalMs: String?
     @Option(help: "Event loops (READYGATE_THREADS; default one per core).")
     var threads: String?
     @Option(help: "json or text (READYGATE_LOG_FORMAT).")
@@ -72,6 +76,7 @@ struct SettingsOptions: ParsableArguments {
             (.httpPoolIdleMax, httpPoolIdleMax), (.httpResponseTimeoutMs, httpResponseTimeoutMs),
             (.httpIdleTimeoutMs, httpIdleTimeoutMs), (.httpHeaderTimeoutMs, httpHeaderTimeoutMs),
             (.drainTimeoutMs, drainTimeoutMs), (.closeLingerMs, closeLingerMs), (.threads, threads),
+            (.wsIdleTimeoutMs, wsIdleTimeoutMs), (.pingIntervalMs, pingIntervalMs),
             (.logFormat, logFormat), (.logLevel, logLevel),
         ]
         var values: [ReadyGateConfigKey: String] = [:]

@@ -272,3 +272,38 @@ struct GrownDelayTests {
         #expect(machine.gateDelayElapsed(adaptedDelayMs: 100, nowMs: 55) == [.armGateDelay(ms: 75)])
     }
 }
+
+@Suite("SessionStateMachine: keepalive and the idle timeout")
+struct KeepaliveMachineTests {
+    @Test("an unresponsive side or the idle timeout ends a spliced session with 1001 to both sides")
+    func endsWith1001() {
+        let cases: [(SessionCloseReason, (inout SessionStateMachine) -> [Action])] = [
+            (.idleTimeout, { $0.idleTimedOut(nowMs: 500) }),
+            (.peerUnresponsive(.client), { $0.peerUnresponsive(.client, nowMs: 500) }),
+            (.peerUnresponsive(.upstream), { $0.peerUnresponsive(.upstream, nowMs: 500) }),
+        ]
+        for (reason, event) in cases {
+            var machine = replayingMachine(attempts: 0)
+            #expect(machine.isSpliceOpen)
+            let actions = event(&machine)
+            #expect(actions.contains(.sendClose(to: .client, code: 1001, reason: reason.reasonText)))
+            #expect(
+                actions.contains(.sendClose(to: .upstream, code: 1001, reason: "proxy ended session: \(reason.name)"))
+            )
+            #expect(machine.record.endReason == reason)
+            #expect(machine.record.closer == .proxy)
+            #expect(!machine.isSpliceOpen)
+        }
+    }
+
+    @Test("before READY or once closing, neither applies, and the splice is not open for pings")
+    func onlyWhileSpliced() {
+        var waiting = machine()
+        #expect(waiting.idleTimedOut(nowMs: 5) == [])
+        #expect(waiting.peerUnresponsive(.client, nowMs: 5) == [])
+        #expect(!waiting.isSpliceOpen)
+        var closing = replayingMachine(attempts: 0)
+        _ = closing.closeFrame(from: .client, code: 1000, nowMs: 30)
+        #expect(!closing.isSpliceOpen)
+    }
+}

@@ -1689,6 +1689,9 @@ struct SessionCloseReasonTests {
                 "client_protocol_error", 502
             ),
             (.internalError, 1011, "internal error", "internal_error", 502),
+            (.idleTimeout, 1001, "idle timeout", "idle_timeout", 502),
+            (.peerUnresponsive(.client), 1001, "client unresponsive", "peer_unresponsive", 502),
+            (.peerUnresponsive(.upstream), 1001, "upstream unresponsive", "peer_unresponsive", 502),
         ]
     )
     func table(_ reason: SessionCloseReason, _ code: UInt16, _ text: String, _ name: String, _ status: Int) {

@@ -47,6 +47,17 @@ struct SettingsTests {
         #expect(shown.contains { $0 == ("READYGATE_ADMIN_LISTEN", "off") })
     }
 
+    @Test("replay, the idle timeout and keepalive read their values; 0 turns the last two off")
+    func replayIdleKeepalive() throws {
+        let on = try readSettings([
+            "READYGATE_REPLAY": "yes", "READYGATE_REPLAY_ATTEMPTS": "5", "READYGATE_WS_IDLE_TIMEOUT_MS": "60000",
+            "READYGATE_PING_INTERVAL_MS": "100",
+        ])
+        #expect(on.replay && on.replayAttempts == 5 && on.wsIdleTimeoutMs == 60000 && on.pingIntervalMs == 100)
+        let off = try readSettings(["READYGATE_WS_IDLE_TIMEOUT_MS": "0", "READYGATE_PING_INTERVAL_MS": "0"])
+        #expect(off.wsIdleTimeoutMs == 0 && off.pingIntervalMs == 0)
+    }
+
     @Test("an empty environment gives the documented defaults")
     func defaults() throws {
         let settings = try readSettings([:])
@@ -60,6 +71,8 @@ struct SettingsTests {
         #expect(settings.readyGate == .ping)
         #expect(!settings.replay)
         #expect(settings.replayAttempts == 2)
+        #expect(settings.wsIdleTimeoutMs == 0)
+        #expect(settings.pingIntervalMs == 0)
         #expect(settings.readyMessage == #""type":"connection_ready""#)
         #expect(settings.readyTimeoutAction == .close)
         #expect(settings.adaptiveDelay)
@@ -290,6 +303,13 @@ struct SettingsTests {
         SettingsErrorCase("ENVIRONMENT", "qa"),
         SettingsErrorCase("READYGATE_ENV", "nope", also: ["ENVIRONMENT": "staging"]),
         SettingsErrorCase("READYGATE_ADAPTIVE", "maybe"),
+        SettingsErrorCase("READYGATE_REPLAY", "sometimes"),
+        SettingsErrorCase("READYGATE_REPLAY_ATTEMPTS", "0"),
+        SettingsErrorCase("READYGATE_REPLAY_ATTEMPTS", "11"),
+        SettingsErrorCase("READYGATE_WS_IDLE_TIMEOUT_MS", "50"),
+        SettingsErrorCase("READYGATE_WS_IDLE_TIMEOUT_MS", "-1"),
+        SettingsErrorCase("READYGATE_PING_INTERVAL_MS", "99"),
+        SettingsErrorCase("READYGATE_PING_INTERVAL_MS", "often"),
         // Listener.
         SettingsErrorCase("READYGATE_LISTEN", "nonsense"),
         SettingsErrorCase("READYGATE_ADMIN_LISTEN", "9901"),

@@ -35,7 +35,7 @@ final class RecordingEvents: SessionEvents {
     func readyMessageSeen() { record(.ready) }
     func clientFramesHeld(frames: Int, bytes: Int) { record(.held(frames: frames, bytes: bytes)) }
     func holdFull(bytes: Int) { record(.full(bytes: bytes)) }
-    func gatePongReceived() { record(.pong) }
+    func ownPongReceived(from side: SessionStateMachine.Side) { record(.pong) }
     func backendDataStarted() { record(.backendData) }
 }
 

@@ -17,6 +17,10 @@ public enum SessionCloseReason: Sendable, Equatable, CustomStringConvertible {
     case upstreamProtocolError(String)
     /// A bug in ReadyGate (an impossible session transition in a release build).
     case internalError
+    /// No bytes either way for `READYGATE_WS_IDLE_TIMEOUT_MS`.
+    case idleTimeout
+    /// That side missed two of the proxy's keepalive pings.
+    case peerUnresponsive(SessionStateMachine.Side)
 
     /// The WebSocket close code (RFC 6455 §7.4.1).
     public var closeCode: UInt16 {
@@ -29,7 +33,7 @@ public enum SessionCloseReason: Sendable, Equatable, CustomStringConvertible {
             default: 1011
             }
         case .upstreamClosed, .upstreamProtocolError, .internalError: 1011
-        case .goingAway: 1001
+        case .goingAway, .idleTimeout, .peerUnresponsive: 1001
         case .clientProtocolError(let error): error.closeCode
         }
     }
@@ -45,6 +49,8 @@ public enum SessionCloseReason: Sendable, Equatable, CustomStringConvertible {
         case .clientProtocolError(let error): error.description
         case .upstreamProtocolError(let what): "upstream protocol error: \(what)"
         case .internalError: "internal error"
+        case .idleTimeout: "idle timeout"
+        case .peerUnresponsive(let side): "\(side == .client ? "client" : "upstream") unresponsive"
         }
     }
 
@@ -59,6 +65,8 @@ public enum SessionCloseReason: Sendable, Equatable, CustomStringConvertible {
         case .clientProtocolError: "client_protocol_error"
         case .upstreamProtocolError: "upstream_protocol_error"
         case .internalError: "internal_error"
+        case .idleTimeout: "idle_timeout"
+        case .peerUnresponsive: "peer_unresponsive"
         }
     }
 

@@ -425,3 +425,20 @@ extension SessionStateMachine {
         return actions
     }
 }
+
+/// Keepalive and the idle timeout (`READYGATE_PING_INTERVAL_MS`, `READYGATE_WS_IDLE_TIMEOUT_MS`):
+/// both apply to a spliced session only.
+extension SessionStateMachine {
+    /// No bytes either way for the idle timeout: `1001 idle timeout` to both sides.
+    public mutating func idleTimedOut(nowMs: Int) -> [Action] {
+        guard case .relaying = state else { return [] }
+        return end(.idleTimeout, nowMs: nowMs)
+    }
+
+    /// `side`'s peer missed two keepalive pongs: `1001` to both sides, the client told which side
+    /// did not answer.
+    public mutating func peerUnresponsive(_ side: Side, nowMs: Int) -> [Action] {
+        guard case .relaying = state else { return [] }
+        return end(.peerUnresponsive(side), nowMs: nowMs)
+    }
+}

@@ -246,6 +246,16 @@ public struct SessionStateMachine: Sendable {
         }
     }
 
+    /// Whether the session is spliced and nobody has started to close it: the proxy may still
+    /// write frames of its own (keepalive pings) to either side.
+    public var isSpliceOpen: Bool {
+        guard case .relaying(let relaying) = state else { return false }
+        let close = relaying.close
+        return
+            !(close.clientSentClose || close.upstreamSentClose || close.proxyClosedClient
+            || close.proxyClosedUpstream || close.clientInputClosed || close.upstreamInputClosed)
+    }
+
     /// Whether the session has ended or is ending (no new upstream work starts).
     public var hasEnded: Bool {
         switch state {

@@ -29,6 +29,8 @@ import Configuration
 /// | `READYGATE_HTTP_IDLE_TIMEOUT_MS` | ms, 1…3600000 | 620000 |
 /// | `READYGATE_HTTP_HEADER_TIMEOUT_MS` | ms, 1…3600000 | 60000 |
 /// | `READYGATE_DRAIN_TIMEOUT_MS` | ms, 0…600000 | 8000 |
+/// | `READYGATE_WS_IDLE_TIMEOUT_MS` | ms, 0 (none) or 100…86400000 | 0 |
+/// | `READYGATE_PING_INTERVAL_MS` | ms, 0 (off) or 100…3600000 | 0 |
 /// | `READYGATE_CLOSE_LINGER_MS` | ms, 0…60000 | the handshake timeout, at most 1000 |
 /// | `READYGATE_THREADS` | 1…256 | one per core |
 /// | `READYGATE_LOG_FORMAT` | json, text | json |
@@ -61,6 +63,8 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case httpHeaderTimeoutMs = "READYGATE_HTTP_HEADER_TIMEOUT_MS"
     case drainTimeoutMs = "READYGATE_DRAIN_TIMEOUT_MS"
     case closeLingerMs = "READYGATE_CLOSE_LINGER_MS"
+    case wsIdleTimeoutMs = "READYGATE_WS_IDLE_TIMEOUT_MS"
+    case pingIntervalMs = "READYGATE_PING_INTERVAL_MS"
     case threads = "READYGATE_THREADS"
     case logFormat = "READYGATE_LOG_FORMAT"
     case logLevel = "READYGATE_LOG_LEVEL"
@@ -154,6 +158,8 @@ extension ReadyGateSettings {
             default: httpHeaderTimeoutMs
         )
         drainTimeoutMs = try source.integer(.drainTimeoutMs, in: 0...600_000, default: drainTimeoutMs)
+        wsIdleTimeoutMs = try source.durationOrOff(.wsIdleTimeoutMs, in: 100...86_400_000)
+        pingIntervalMs = try source.durationOrOff(.pingIntervalMs, in: 100...3_600_000)
         if source.value(.closeLingerMs) != nil {
             closeLingerMs = try source.integer(.closeLingerMs, in: 0...60_000)
         }
@@ -198,6 +204,8 @@ extension ReadyGateSettings {
             ("READYGATE_HTTP_IDLE_TIMEOUT_MS", String(httpIdleTimeoutMs)),
             ("READYGATE_HTTP_HEADER_TIMEOUT_MS", String(httpHeaderTimeoutMs)),
             ("READYGATE_DRAIN_TIMEOUT_MS", String(drainTimeoutMs)),
+            ("READYGATE_WS_IDLE_TIMEOUT_MS", wsIdleTimeoutMs == 0 ? "0 (none)" : String(wsIdleTimeoutMs)),
+            ("READYGATE_PING_INTERVAL_MS", pingIntervalMs == 0 ? "0 (off)" : String(pingIntervalMs)),
             ("READYGATE_CLOSE_LINGER_MS", "\(closeLinger)" + (closeLingerMs == nil ? " (handshake timeout)" : "")),
             ("READYGATE_THREADS", threads.map(String.init) ?? "(one per core)"),
             ("READYGATE_LOG_FORMAT", logFormat.rawValue),
@@ -251,6 +259,19 @@ private struct SettingsSource {
         guard let text = value(key) else { return nil }
         guard let parsed = parse(text) else { throw SettingsError(variable: key, value: text, allowed: allowed) }
         return parsed
+    }
+
+    /// Milliseconds in `range`, or 0 for "off"; 0 when unset.
+    func durationOrOff(_ key: ReadyGateConfigKey, in range: ClosedRange<Int>) throws(SettingsError) -> Int {
+        guard let text = value(key) else { return 0 }
+        guard let number = Int(text), number == 0 || range.contains(number) else {
+            throw SettingsError(
+                variable: key,
+                value: text,
+                allowed: "0 (off) or an integer from \(range.lowerBound) to \(range.upperBound)"
+            )
+        }
+        return number
     }
 
     func boolean(_ key: ReadyGateConfigKey, default fallback: Bool) throws(SettingsError) -> Bool {

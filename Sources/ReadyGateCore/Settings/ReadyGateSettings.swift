@@ -159,6 +159,12 @@ public struct ReadyGateSettings: Sendable, Equatable {
     /// How long the proxy waits for a client to answer its close frame before closing the TCP
     /// connection; nil means the handshake timeout, at most 1 s (see ``closeLinger``).
     public var closeLingerMs: Int?
+    /// A spliced WebSocket session with no bytes either way (the proxy's keepalive traffic aside)
+    /// for this long is closed with `1001` (`READYGATE_WS_IDLE_TIMEOUT_MS`); 0: never.
+    public var wsIdleTimeoutMs = 0
+    /// Keepalive: the proxy pings both sides of a spliced session this often, and closes a side
+    /// that misses two pongs (`READYGATE_PING_INTERVAL_MS`); 0: off.
+    public var pingIntervalMs = 0
     /// Event loops; nil means one per core.
     public var threads: Int?
     public var logFormat: LogFormat = .json

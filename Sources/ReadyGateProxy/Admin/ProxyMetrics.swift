@@ -109,7 +109,7 @@ public final class ProxyMetrics: Sendable {
     /// the client or the backend ended it.
     static let endReasons = [
         "closed", "upstream_unavailable", "upstream_rejected", "upstream_not_ready", "upstream_closed", "going_away",
-        "client_protocol_error", "upstream_protocol_error", "internal_error",
+        "client_protocol_error", "upstream_protocol_error", "internal_error", "idle_timeout", "peer_unresponsive",
     ]
     /// The `direction` label's values.
     static let clientToUpstream = "client_to_upstream"

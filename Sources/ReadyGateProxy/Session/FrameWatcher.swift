@@ -24,6 +24,9 @@ final class FrameWatcher: ChannelInboundHandler {
     /// matched). Boxed: a spliced session keeps a nil pointer, not a matcher's worth of bytes.
     private var readyMatch: ReadyMatch?
     private var sawCloseFrame = false
+    /// Called once, in order, after the read that leaves the stream at a frame boundary
+    /// (keepalive: a ping of the proxy's may go into this direction's stream only between frames).
+    var atFrameBoundary: [() -> Void] = []
     private var reportedInputClosed = false
 
     init(side: SessionStateMachine.Side, scanner: WebSocketFrameScanner, events: any SessionEvents) {
@@ -38,6 +41,9 @@ final class FrameWatcher: ChannelInboundHandler {
         stats.bytes += bytesAfterStop
         return stats
     }
+
+    /// Whether the bytes passed on so far end between two frames (false once the stream broke).
+    var isAtFrameBoundary: Bool { !stopped && scanner.isAtFrameBoundary }
 
     /// The session no longer listens to this connection (a replay replaced it).
     func detach() {
@@ -87,6 +93,11 @@ final class FrameWatcher: ChannelInboundHandler {
             events?.closeFrame(from: side, code: closeCode)
         }
         if let failure { events?.protocolError(from: side, failure) }
+        if !atFrameBoundary.isEmpty && isAtFrameBoundary {
+            let waiting = atFrameBoundary
+            atFrameBoundary = []
+            for body in waiting { body() }
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

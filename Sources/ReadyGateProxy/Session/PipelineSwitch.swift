@@ -25,7 +25,7 @@ enum UpstreamPipeline {
     static func switchToWebSocket(
         context: ChannelHandlerContext,
         watcher: FrameWatcher,
-        filter: BackendFilterHandler?,
+        filter: FrameFilterHandler?,
         glue: GlueHandler
     ) throws {
         let sync = context.pipeline.syncOperations

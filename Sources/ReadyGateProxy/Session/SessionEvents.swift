@@ -18,8 +18,8 @@ protocol SessionEvents: AnyObject {
     func clientFramesHeld(frames: Int, bytes: Int)
     /// The client hold reached its bound and stopped reading.
     func holdFull(bytes: Int)
-    /// Ping gate: the backend's pong to the proxy's ping came (and was taken out of its stream).
-    func gatePongReceived()
+    /// `side`'s peer answered the proxy's own ping (the pong was taken out of its stream).
+    func ownPongReceived(from side: SessionStateMachine.Side)
     /// A data frame from the backend started reaching the client.
     func backendDataStarted()
 }

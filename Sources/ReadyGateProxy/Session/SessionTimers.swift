@@ -9,6 +9,9 @@ struct SessionTimers {
     var linger: Scheduled<Void>?
     /// Replay: when the window for a replay closes.
     var replayWindow: Scheduled<Void>?
+    /// The next keepalive round and the next idle check (spliced sessions, when configured).
+    var keepalive: Scheduled<Void>?
+    var idleCheck: Scheduled<Void>?
 
     /// Cancels the handshake, gate and retry timers. A cancelled task still holds its closure
     /// while referenced, so the handles go too.
@@ -29,6 +32,10 @@ struct SessionTimers {
     mutating func cancelAll() {
         cancelHandshakeTimers()
         cancelReplayWindow()
+        keepalive?.cancel()
+        keepalive = nil
+        idleCheck?.cancel()
+        idleCheck = nil
         linger?.cancel()
         linger = nil
     }

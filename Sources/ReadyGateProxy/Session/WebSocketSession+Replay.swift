@@ -3,7 +3,7 @@ import NIOCore
 import ReadyGateCore
 
 /// The ping gate's ping and transparent replay: the session's side of what the
-/// ``BackendFilterHandler`` and the client glue's copy make possible.
+/// ``FrameFilterHandler`` and the client glue's copy make possible.
 extension WebSocketSession {
     /// Ping gate: a masked ping of the proxy's own to the backend; its pong starts the gate's delay.
     func sendGatePing() {
@@ -40,13 +40,15 @@ extension WebSocketSession {
         timers.cancelReplayWindow()
         _ = clientGlue?.stopRecording()
         if !machine.isHoldingClientFrames { handshake = nil }
+        upstreamFilter?.releaseKept()
         trimUpstreamFilter()
     }
 
     /// Takes the backend filter out once it has nothing left to do: no pong awaited, no replay
-    /// window, READY passed.
+    /// window, READY passed, no keepalive.
     func trimUpstreamFilter() {
-        guard let filter = upstreamFilter, !filter.awaitsPong, !replayWindowOpen, !machine.isHoldingClientFrames
+        guard let filter = upstreamFilter, !filter.awaitsPong, !replayWindowOpen, !machine.isHoldingClientFrames,
+            settings.pingIntervalMs == 0
         else { return }
         upstreamFilter = nil
         filter.leave()

@@ -97,10 +97,13 @@ extension WebSocketSession {
         // Watch before the switch: the backend's first frames come out of the HTTP decoder as soon
         // as it is removed.
         if watchForReadyMessage { watcher.watchForReadyMessage(settings.readyMessage) }
-        // The ping gate takes its pong out of the backend's stream; replay keeps a close back.
+        // The ping gate and keepalive take their pongs out of the backend's stream; replay keeps a
+        // close back.
         let filter =
             machine.configuration.gate == .ping || machine.configuration.replayAttempts > 0
-            ? BackendFilterHandler(
+                || settings.pingIntervalMs > 0
+            ? FrameFilterHandler(
+                side: .upstream,
                 scanner: WebSocketFrameScanner(role: .server, allowedReservedBits: negotiatedReservedBits),
                 events: self
             ) : nil

@@ -31,7 +31,13 @@ final class WebSocketSession {
     var clientGlue: GlueHandler?
     var upstreamWatcher: FrameWatcher?
     /// Takes the ping gate's pong out and keeps closes back during the replay window; nil otherwise.
-    var upstreamFilter: BackendFilterHandler?
+    var upstreamFilter: FrameFilterHandler?
+    /// Keepalive: the filter that takes the client's pongs to the proxy's pings out.
+    var clientFilter: FrameFilterHandler?
+    /// Keepalive rounds in a row whose ping each side had not answered by the next round.
+    var missedPongs: (client: Int, upstream: Int) = (0, 0)
+    /// The idle check: the traffic seen at the last check, and when it last changed.
+    var idleMark: (bytes: UInt64, atMs: Int) = (0, 0)
     /// Between READY and the end of the replay window: the client's bytes are copied.
     var replayWindowOpen = false
     /// The traffic of backend connections a replay replaced.
@@ -164,6 +170,7 @@ final class WebSocketSession {
             clientHold?.release()
             clientHold = nil
             trimUpstreamFilter()
+            startKeepaliveAndIdleCheck()
         case .sendGatePing:
             sendGatePing()
         case .openReplayWindow(let ms):
@@ -201,7 +208,7 @@ final class WebSocketSession {
         }
     }
 
-    private func schedule(in ms: Int, _ body: @escaping (WebSocketSession) -> Void) -> Scheduled<Void> {
+    func schedule(in ms: Int, _ body: @escaping (WebSocketSession) -> Void) -> Scheduled<Void> {
         eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) { [self] in body(self) }
     }
 
@@ -301,6 +308,7 @@ final class WebSocketSession {
         clientGlue = nil
         upstreamWatcher = nil
         upstreamFilter = nil
+        clientFilter = nil
         upstreamGlue = nil
         upstreamChannel = nil
         attempts = [:]
@@ -369,8 +377,10 @@ extension WebSocketSession: SessionEvents {
         perform(machine.holdFull(bytes: bytes))
     }
 
-    func gatePongReceived() {
-        perform(machine.gatePongReceived(nowMs: nowMs))
+    func ownPongReceived(from side: SessionStateMachine.Side) {
+        // The ping gate's pong (a keepalive's pong only clears the filter's wait).
+        if side == .upstream { perform(machine.gatePongReceived(nowMs: nowMs)) }
+        trimUpstreamFilter()
     }
 
     func backendDataStarted() {

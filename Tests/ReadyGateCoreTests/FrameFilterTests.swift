@@ -4,10 +4,10 @@ import Testing
 
 @testable import ReadyGateCore
 
-/// ``BackendFrameFilter``: the backend's stream passes untouched except the proxy's own pong
+/// ``FrameFilter``: the backend's stream passes untouched except the proxy's own pong
 /// (taken out) and, while a replay may follow, a close frame (kept back).
-@Suite("BackendFrameFilter")
-struct BackendFrameFilterTests {
+@Suite("FrameFilter")
+struct FrameFilterTests {
     static func frame(_ opcode: WebSocketOpcode, _ payload: [UInt8], fin: Bool = true) -> [UInt8] {
         WebSocketFrameWriter.frame(opcode: opcode, payload: payload, fin: fin, maskingKey: nil)
     }
@@ -19,18 +19,18 @@ struct BackendFrameFilterTests {
     static let ping = frame(.ping, Array("ping".utf8))
     static let close1011 = frame(.close, WebSocketFrameWriter.closePayload(code: 1011, reason: "boom"))
 
-    static func makeFilter() -> BackendFrameFilter {
-        BackendFrameFilter(scanner: WebSocketFrameScanner(role: .server))
+    static func makeFilter() -> FrameFilter {
+        FrameFilter(scanner: WebSocketFrameScanner(role: .server))
     }
 
     /// Feeds `stream` cut into pieces at `cuts`; returns the bytes forwarded and the other outputs.
     static func run(
         _ stream: [UInt8],
         cuts: [Int],
-        filter: inout BackendFrameFilter
-    ) -> (forwarded: [UInt8], events: [BackendFrameFilter.Output]) {
+        filter: inout FrameFilter
+    ) -> (forwarded: [UInt8], events: [FrameFilter.Output]) {
         var forwarded: [UInt8] = []
-        var events: [BackendFrameFilter.Output] = []
+        var events: [FrameFilter.Output] = []
         var start = 0
         for end in (cuts.filter { $0 > 0 && $0 < stream.count }.sorted() + [stream.count]) where end > start {
             filter.receive(ByteBuffer(bytes: stream[start..<end])) { output in

@@ -1,22 +1,28 @@
 import NIOCore
 import ReadyGateCore
 
-/// Sits between the upstream ``FrameWatcher`` and the glue while the proxy still has a say about
-/// the backend's frames (a ``BackendFrameFilter``): it takes out the pong to the proxy's own ping
-/// (ping gate) and keeps a close frame back while a replay may follow. Everything else passes as
-/// it comes. The session takes it out of the pipeline with ``leave()`` once it has nothing to do.
-final class BackendFilterHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// Sits between a side's ``FrameWatcher`` and its glue while the proxy has a say about that peer's
+/// frames (a ``FrameFilter``): it takes out the pong to the proxy's own ping (the ping gate's or a
+/// keepalive's) and, on the backend's side, keeps a close frame back while a replay may follow.
+/// Everything else passes as it comes. The session takes it out of the pipeline with ``leave()``
+/// once it has nothing to do.
+final class FrameFilterHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    private var filter: BackendFrameFilter
+    let side: SessionStateMachine.Side
+    private var filter: FrameFilter
     private var events: (any SessionEvents)?
     private var context: ChannelHandlerContext?
 
-    init(scanner: WebSocketFrameScanner, events: any SessionEvents) {
-        self.filter = BackendFrameFilter(scanner: scanner)
+    init(side: SessionStateMachine.Side, scanner: WebSocketFrameScanner, events: any SessionEvents) {
+        self.side = side
+        self.filter = FrameFilter(scanner: scanner)
         self.events = events
     }
+
+    /// Wire bytes of the proxy's own pongs taken out.
+    var ownPongBytes: Int { filter.ownPongBytes }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -51,17 +57,23 @@ final class BackendFilterHandler: ChannelInboundHandler, RemovableChannelHandler
             }
         }
         // Reported after the bytes went on: the session may take this handler out in answer.
-        if dataStarted { events?.backendDataStarted() }
-        if pong { events?.gatePongReceived() }
+        if dataStarted && side == .upstream { events?.backendDataStarted() }
+        if pong { events?.ownPongReceived(from: side) }
     }
 
-    /// Lets what was kept go on to the client, in order, and leaves the pipeline.
-    func leave() {
+    /// Stops keeping closes back and lets what was kept go on, in order.
+    func releaseKept() {
         guard let context else { return }
         if let kept = filter.release() {
             context.fireChannelRead(wrapInboundOut(kept))
             context.fireChannelReadComplete()
         }
+    }
+
+    /// Lets what was kept go on, in order, and leaves the pipeline.
+    func leave() {
+        guard let context else { return }
+        releaseKept()
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
@@ -73,4 +85,4 @@ final class BackendFilterHandler: ChannelInboundHandler, RemovableChannelHandler
 }
 
 @available(*, unavailable)
-extension BackendFilterHandler: Sendable {}
+extension FrameFilterHandler: Sendable {}

@@ -1,24 +1,24 @@
 import NIOCore
 
-/// The backend's frames on their way to the client while the proxy still has a say about two of
-/// them: the pong to the proxy's own ping (the ping gate), which is taken out, and a close frame
-/// while a replay may still follow, which is kept back. Everything else passes at once, byte for
-/// byte, sliced from the reads that brought it.
+/// A peer's frames on their way to the other side while the proxy still has a say about two of
+/// them: the pong to the proxy's own ping (the ping gate's, or a keepalive's), which is taken out,
+/// and a close frame while a replay may still follow, which is kept back. Everything else passes
+/// at once, byte for byte, sliced from the reads that brought it.
 ///
 /// A frame is decided at its header: a pong (while a pong is awaited) and a close (while closes
 /// are kept back) are collected whole; any other frame's bytes pass as they come. Once a close is
 /// kept back, whatever follows it stays behind it. ``release()`` hands over what is kept so the
 /// filter can leave the stream without cutting it.
-public struct BackendFrameFilter: Sendable {
+public struct FrameFilter: Sendable {
     /// What the caller does with one read's bytes, in order.
     public enum Output: Sendable, Equatable {
         /// Pass these bytes to the client.
         case forward(ByteBuffer)
-        /// The backend answered the proxy's ping (the pong is not passed on).
+        /// The peer answered the proxy's ping (the pong is not passed on).
         case ownPong
         /// A close frame with `code` (nil: none) was kept back; ``release()`` or ``discardKept()`` decides it.
         case closeKeptBack(code: UInt16?)
-        /// The first backend data frame started reaching the client.
+        /// The first data frame started passing.
         case dataStarted
     }
 
@@ -27,8 +27,10 @@ public struct BackendFrameFilter: Sendable {
     public private(set) var awaitedPong: [UInt8]?
     /// Whether close frames are kept back (a replay may follow).
     public var keepsCloseBack = false
-    /// Whether a data frame has started reaching the client.
+    /// Whether a data frame has started passing.
     public private(set) var sawData = false
+    /// Wire bytes of the pongs taken out (they are the proxy's own traffic, not the peer's).
+    public private(set) var ownPongBytes = 0
     /// After a protocol error the stream is passed on unfiltered.
     private var broken = false
 
@@ -142,6 +144,7 @@ public struct BackendFrameFilter: Sendable {
             if let key = header.maskingKey { WebSocketMasking.apply(maskingKey: key, to: &payload) }
             if payload == awaitedPong {
                 awaitedPong = nil
+                ownPongBytes += frame?.readableBytes ?? 0
                 emit(.ownPong)
             } else if let frame {
                 // Someone else's pong: it goes on as it came.
