@@ -34,6 +34,9 @@ public final class ProxyMetrics: Sendable {
     /// Plain HTTP responses, by who made them and status class (index: class 1…5 minus 1).
     private let backendResponses: [Counter]
     private let proxyResponses: [Counter]
+    /// `READYGATE_MAX_CONNECTIONS`.
+    private let connectionsActive: Gauge
+    private let connectionsRefused: Counter
 
     /// A metric's name and its `# HELP` text: one place for both, so a name is never made with
     /// two texts.
@@ -90,10 +93,19 @@ public final class ProxyMetrics: Sendable {
         help: "Plain HTTP responses by status class, relayed from the backend or made by the proxy."
     )
 
+    static let connections = Family(
+        name: "readygate_connections_active",
+        help: "Client connections the listener serves now (the ones READYGATE_MAX_CONNECTIONS counts)."
+    )
+    static let refused = Family(
+        name: "readygate_connections_refused_total",
+        help: "Client connections refused with 503 because READYGATE_MAX_CONNECTIONS were open."
+    )
+
     /// Every family `/metrics` shows, each with its `# HELP` line.
     static let families = [
         sessions, active, gateDelay, racePatterns, early, undelivered, attempts, ready, messages, bytes,
-        httpResponses,
+        httpResponses, connections, refused,
     ]
 
     static let timeToReadyLabel = ready.name
@@ -151,6 +163,18 @@ public final class ProxyMetrics: Sendable {
         }
         backendResponses = responses("backend")
         proxyResponses = responses("proxy")
+        connectionsActive = registry.makeGauge(descriptor: Self.connections.descriptor)
+        connectionsRefused = counter(Self.refused)
+    }
+
+    /// A client connection was admitted (`1`) or has closed (`-1`).
+    func connectionsChanged(by delta: Int) {
+        connectionsActive.increment(by: Double(delta))
+    }
+
+    /// A client connection was refused by `READYGATE_MAX_CONNECTIONS`.
+    func connectionRefused() {
+        connectionsRefused.increment()
     }
 
     /// The delay gate's delay is now `ms`.
