@@ -39,6 +39,10 @@ struct SettingsOptions: ParsableArguments {
     var maxBufferBytes: String?
     @Option(help: "Largest client message before READY (READYGATE_MAX_MESSAGE_BYTES).")
     var maxMessageBytes: String?
+    @Option(help: "Client bytes held before READY across all sessions, 0 for no cap (READYGATE_MAX_HELD_BYTES_TOTAL).")
+    var maxHeldBytesTotal: String?
+    @Option(help: "Client connections served at once, 0 for no limit (READYGATE_MAX_CONNECTIONS).")
+    var maxConnections: String?
     @Option(help: "Comma-separated subprotocols ReadyGate may choose (READYGATE_SUBPROTOCOLS).")
     var subprotocols: String?
     @Option(help: "Idle backend connections kept per event loop for plain HTTP (READYGATE_HTTP_POOL_IDLE_MAX).")
@@ -73,6 +77,7 @@ struct SettingsOptions: ParsableArguments {
             (.adaptive, adaptive), (.replay, replay), (.replayAttempts, replayAttempts),
             (.baseDelayMs, baseDelayMs), (.handshakeTimeoutMs, handshakeTimeoutMs), (.retryCapMs, retryCapMs),
             (.maxBufferBytes, maxBufferBytes), (.maxMessageBytes, maxMessageBytes), (.subprotocols, subprotocols),
+            (.maxHeldBytesTotal, maxHeldBytesTotal), (.maxConnections, maxConnections),
             (.httpPoolIdleMax, httpPoolIdleMax), (.httpResponseTimeoutMs, httpResponseTimeoutMs),
             (.httpIdleTimeoutMs, httpIdleTimeoutMs), (.httpHeaderTimeoutMs, httpHeaderTimeoutMs),
             (.drainTimeoutMs, drainTimeoutMs), (.closeLingerMs, closeLingerMs), (.threads, threads),

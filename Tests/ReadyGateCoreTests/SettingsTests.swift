@@ -78,6 +78,8 @@ struct SettingsTests {
         #expect(settings.adaptiveDelay)
         #expect(settings.maxBufferBytes == 1 << 20)
         #expect(settings.maxMessageBytes == 64 << 20)
+        #expect(settings.maxHeldBytesTotal == 64 << 20)
+        #expect(settings.maxConnections == 0, "no limit")
         #expect(settings.subprotocols == nil)
         #expect(settings.threads == nil)
         #expect(settings.httpPoolIdleMax == 64)
@@ -136,6 +138,8 @@ struct SettingsTests {
             "READYGATE_RETRY_CAP_MS": "60000",
             "READYGATE_MAX_BUFFER_BYTES": "1024",
             "READYGATE_MAX_MESSAGE_BYTES": "4294967296",
+            "READYGATE_MAX_HELD_BYTES_TOTAL": "0",
+            "READYGATE_MAX_CONNECTIONS": "1048576",
             "READYGATE_SUBPROTOCOLS": "chat, superchat ,v2.json",
             "READYGATE_THREADS": "4",
             "READYGATE_HTTP_POOL_IDLE_MAX": "0",
@@ -159,6 +163,8 @@ struct SettingsTests {
         #expect(settings.timing == TimingProfile(baseDelayMs: 0, handshakeTimeoutMs: 600_000, retryCapMs: 60_000))
         #expect(settings.maxBufferBytes == 1024)
         #expect(settings.maxMessageBytes == 1 << 32)
+        #expect(settings.maxHeldBytesTotal == 0)
+        #expect(settings.maxConnections == 1 << 20)
         #expect(settings.subprotocols == ["chat", "superchat", "v2.json"])
         #expect(settings.threads == 4)
         #expect(settings.httpPoolIdleMax == 0)
@@ -362,7 +368,13 @@ struct SettingsTests {
         SettingsErrorCase("READYGATE_MAX_MESSAGE_BYTES", "124"),
         SettingsErrorCase("READYGATE_MAX_MESSAGE_BYTES", "4294967297"),
         SettingsErrorCase("READYGATE_MAX_MESSAGE_BYTES", "99999999999999999999999"),
-        SettingsErrorCase("READYGATE_THREADS", "0"),
+        SettingsErrorCase("READYGATE_MAX_HELD_BYTES_TOTAL", "-1"),
+        SettingsErrorCase("READYGATE_MAX_HELD_BYTES_TOTAL", "1099511627777"),
+        SettingsErrorCase("READYGATE_MAX_HELD_BYTES_TOTAL", "64MiB"),
+        SettingsErrorCase("READYGATE_MAX_CONNECTIONS", "-1"),
+        SettingsErrorCase("READYGATE_MAX_CONNECTIONS", "1048577"),
+        SettingsErrorCase("READYGATE_MAX_CONNECTIONS", "unlimited"),
+        SettingsErrorCase("READYGATE_MAX_CONNECTIONS", "10.5"),
         SettingsErrorCase("READYGATE_THREADS", "257"),
         SettingsErrorCase("READYGATE_THREADS", "many"),
         SettingsErrorCase("READYGATE_HTTP_POOL_IDLE_MAX", "-1"),
@@ -398,6 +410,29 @@ struct SettingsTests {
         // connect target); `UpstreamTarget.parse` only rejects the empty host when written `:port`.
         let error = try #require(settingsError(["READYGATE_UPSTREAM": "http://[]:80"]))
         #expect(error.variable == "READYGATE_UPSTREAM")
+    }
+
+    @Test("READYGATE_MAX_CONNECTIONS: a limit, 0 or unset for none; a bad value names variable, value and range")
+    func maxConnections() throws {
+        #expect(try readSettings(["READYGATE_MAX_CONNECTIONS": " 250 "]).maxConnections == 250)
+        #expect(try readSettings(["READYGATE_MAX_CONNECTIONS": "0"]).maxConnections == 0)
+        #expect(try readSettings(["READYGATE_MAX_CONNECTIONS": ""]).maxConnections == 0)
+        let shown = try readSettings([:]).effectiveValues
+        #expect(shown.contains { $0 == ("READYGATE_MAX_CONNECTIONS", "0 (no limit)") })
+        let error = try #require(settingsError(["READYGATE_MAX_CONNECTIONS": "lots"]))
+        #expect(
+            error.description == #"invalid READYGATE_MAX_CONNECTIONS="lots": expected an integer from 0 to 1048576"#
+        )
+    }
+
+    @Test("READYGATE_MAX_HELD_BYTES_TOTAL: 64 MiB unless set, 0 for no cap")
+    func maxHeldBytesTotal() throws {
+        #expect(try readSettings(["READYGATE_MAX_HELD_BYTES_TOTAL": "1048576"]).maxHeldBytesTotal == 1 << 20)
+        let shown = try readSettings(["READYGATE_MAX_HELD_BYTES_TOTAL": "0"]).effectiveValues
+        #expect(shown.contains { $0 == ("READYGATE_MAX_HELD_BYTES_TOTAL", "0 (no cap)") })
+        let error = try #require(settingsError(["READYGATE_MAX_HELD_BYTES_TOTAL": "-5"]))
+        #expect(error.variable == "READYGATE_MAX_HELD_BYTES_TOTAL" && error.value == "-5")
+        #expect(error.allowed == "an integer from 0 to 1099511627776")
     }
 
     @Test("error messages say what is allowed")

@@ -22,6 +22,8 @@ import Configuration
 /// | `READYGATE_HANDSHAKE_TIMEOUT_MS` | ms, 1…600000 | the environment's |
 /// | `READYGATE_RETRY_CAP_MS` | ms, 1…60000 | the environment's |
 /// | `READYGATE_MAX_BUFFER_BYTES` | bytes, 1024…1 GiB | 1 MiB |
+/// | `READYGATE_MAX_HELD_BYTES_TOTAL` | bytes, 0 (no cap)…1 TiB | 64 MiB |
+/// | `READYGATE_MAX_CONNECTIONS` | 0 (no limit)…1048576 | 0 |
 /// | `READYGATE_MAX_MESSAGE_BYTES` | bytes, 125…4 GiB | 64 MiB |
 /// | `READYGATE_SUBPROTOCOLS` | comma-separated tokens | unset |
 /// | `READYGATE_HTTP_POOL_IDLE_MAX` | 0…65536 idle backend connections per event loop | 64 |
@@ -56,6 +58,8 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case retryCapMs = "READYGATE_RETRY_CAP_MS"
     case maxBufferBytes = "READYGATE_MAX_BUFFER_BYTES"
     case maxMessageBytes = "READYGATE_MAX_MESSAGE_BYTES"
+    case maxHeldBytesTotal = "READYGATE_MAX_HELD_BYTES_TOTAL"
+    case maxConnections = "READYGATE_MAX_CONNECTIONS"
     case subprotocols = "READYGATE_SUBPROTOCOLS"
     case httpPoolIdleMax = "READYGATE_HTTP_POOL_IDLE_MAX"
     case httpResponseTimeoutMs = "READYGATE_HTTP_RESPONSE_TIMEOUT_MS"
@@ -134,6 +138,8 @@ extension ReadyGateSettings {
         timing.retryCapMs = try source.integer(.retryCapMs, in: 1...60_000, default: timing.retryCapMs)
         maxBufferBytes = try source.integer(.maxBufferBytes, in: 1024...(1 << 30), default: maxBufferBytes)
         maxMessageBytes = try source.integer(.maxMessageBytes, in: 125...(1 << 32), default: maxMessageBytes)
+        maxHeldBytesTotal = try source.integer(.maxHeldBytesTotal, in: 0...(1 << 40), default: maxHeldBytesTotal)
+        maxConnections = try source.integer(.maxConnections, in: 0...(1 << 20), default: maxConnections)
         if let text = source.value(.subprotocols) {
             let names = text.split(separator: ",").map { $0.trimmingSpaces() }
             guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isHTTPTokenCharacter) }) else {
@@ -198,6 +204,8 @@ extension ReadyGateSettings {
             ("READYGATE_RETRY_CAP_MS", String(timing.retryCapMs)),
             ("READYGATE_MAX_BUFFER_BYTES", String(maxBufferBytes)),
             ("READYGATE_MAX_MESSAGE_BYTES", String(maxMessageBytes)),
+            ("READYGATE_MAX_HELD_BYTES_TOTAL", maxHeldBytesTotal == 0 ? "0 (no cap)" : String(maxHeldBytesTotal)),
+            ("READYGATE_MAX_CONNECTIONS", maxConnections == 0 ? "0 (no limit)" : String(maxConnections)),
             ("READYGATE_SUBPROTOCOLS", subprotocols?.joined(separator: ",") ?? "(unset)"),
             ("READYGATE_HTTP_POOL_IDLE_MAX", String(httpPoolIdleMax)),
             ("READYGATE_HTTP_RESPONSE_TIMEOUT_MS", String(httpResponseTimeoutMs)),

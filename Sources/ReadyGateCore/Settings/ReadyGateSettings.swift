@@ -136,6 +136,12 @@ public struct ReadyGateSettings: Sendable, Equatable {
     public var timing: TimingProfile = DeploymentEnvironment.development.profile
     /// Client bytes held per session before the proxy stops reading from the client.
     public var maxBufferBytes = 1 << 20
+    /// Client bytes held before READY across all sessions together before every holding session
+    /// stops reading from its client (backpressure, like ``maxBufferBytes``); 0 for no global cap.
+    public var maxHeldBytesTotal = 64 << 20
+    /// Client connections the listener serves at once; past it a connection is answered `503` and
+    /// closed. 0 for no limit.
+    public var maxConnections = 0
     /// The largest data message accepted from a client before READY (close 1009). After READY the
     /// backend enforces its own limit; the proxy relays without reassembling messages.
     public var maxMessageBytes = 64 << 20

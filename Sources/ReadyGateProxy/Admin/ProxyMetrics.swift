@@ -35,6 +35,11 @@ public final class ProxyMetrics: Sendable {
     /// Plain HTTP responses, by who made them and status class (index: class 1…5 minus 1).
     private let backendResponses: [Counter]
     private let proxyResponses: [Counter]
+    /// The limits (`READYGATE_MAX_CONNECTIONS`, `READYGATE_MAX_HELD_BYTES_TOTAL`).
+    private let connectionsActive: Gauge
+    private let connectionsRefused: Counter
+    private let heldBytes: Gauge
+    private let heldBytesCapPauses: Counter
 
     /// A metric's name and its `# HELP` text: one place for both, so a name is never made with
     /// two texts.
@@ -96,10 +101,27 @@ public final class ProxyMetrics: Sendable {
         help: "Plain HTTP responses by status class, relayed from the backend or made by the proxy."
     )
 
+    static let connections = Family(
+        name: "readygate_connections_active",
+        help: "Client connections the listener serves now (the ones READYGATE_MAX_CONNECTIONS counts)."
+    )
+    static let refused = Family(
+        name: "readygate_connections_refused_total",
+        help: "Client connections refused with 503 because READYGATE_MAX_CONNECTIONS were open."
+    )
+    static let held = Family(
+        name: "readygate_held_bytes",
+        help: "Client bytes held before READY, across all sessions (capped by READYGATE_MAX_HELD_BYTES_TOTAL)."
+    )
+    static let heldCapPauses = Family(
+        name: "readygate_held_bytes_cap_pauses_total",
+        help: "Times a session stopped reading from its client because READYGATE_MAX_HELD_BYTES_TOTAL was reached."
+    )
+
     /// Every family `/metrics` shows, each with its `# HELP` line.
     static let families = [
         sessions, active, gateDelay, racePatterns, early, undelivered, attempts, replayed, ready, messages, bytes,
-        httpResponses,
+        httpResponses, connections, refused, held, heldCapPauses,
     ]
 
     static let timeToReadyLabel = ready.name
@@ -158,6 +180,31 @@ public final class ProxyMetrics: Sendable {
         }
         backendResponses = responses("backend")
         proxyResponses = responses("proxy")
+        connectionsActive = registry.makeGauge(descriptor: Self.connections.descriptor)
+        connectionsRefused = counter(Self.refused)
+        heldBytes = registry.makeGauge(descriptor: Self.held.descriptor)
+        heldBytesCapPauses = counter(Self.heldCapPauses)
+    }
+
+    /// A client connection was admitted (`1`) or has closed (`-1`).
+    func connectionsChanged(by delta: Int) {
+        connectionsActive.increment(by: Double(delta))
+    }
+
+    /// A client connection was refused by `READYGATE_MAX_CONNECTIONS`.
+    func connectionRefused() {
+        connectionsRefused.increment()
+    }
+
+    /// Holds keep `delta` more bytes (negative: bytes released, discarded or gone with their client).
+    /// Added, not set, so that updates from several event loops need no order.
+    func heldBytesChanged(by delta: Int) {
+        heldBytes.increment(by: Double(delta))
+    }
+
+    /// A hold stopped reading because the global cap on held bytes was reached.
+    func heldBytesCapPaused() {
+        heldBytesCapPauses.increment()
     }
 
     /// The delay gate's delay is now `ms`.

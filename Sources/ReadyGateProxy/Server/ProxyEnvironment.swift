@@ -18,12 +18,16 @@ public struct ProxyEnvironment: Sendable {
         let sessions = ConnectionRegistry()
         let httpConnections = ConnectionRegistry()
         let gateDelay: NIOLockedValueBox<AdaptiveGateDelay>
+        let connectionLimit: ConnectionLimit
+        let heldBytesBudget: HeldBytesBudget
 
         init(settings: ReadyGateSettings, logger: Logger, onSessionEnd: (@Sendable (SessionRecord) -> Void)?) {
             self.settings = settings
             self.logger = logger
             self.onSessionEnd = onSessionEnd
             self.gateDelay = NIOLockedValueBox(AdaptiveGateDelay(timing: settings.timing))
+            self.connectionLimit = ConnectionLimit(limit: settings.maxConnections, metrics: metrics, logger: logger)
+            self.heldBytesBudget = HeldBytesBudget(cap: settings.maxHeldBytesTotal, metrics: metrics, logger: logger)
             metrics.gateDelayChanged(ms: settings.timing.baseDelayMs)
         }
     }
@@ -40,6 +44,10 @@ public struct ProxyEnvironment: Sendable {
     public var sessions: ConnectionRegistry { shared.sessions }
     /// The client connections an ``HTTPEntryHandler`` still owns (before any upgrade), for shutdown.
     public var httpConnections: ConnectionRegistry { shared.httpConnections }
+    /// The listener's client connections and `READYGATE_MAX_CONNECTIONS`.
+    public var connectionLimit: ConnectionLimit { shared.connectionLimit }
+    /// The client bytes held before READY across sessions and `READYGATE_MAX_HELD_BYTES_TOTAL`.
+    public var heldBytesBudget: HeldBytesBudget { shared.heldBytesBudget }
     /// A shutdown has begun: `/readyz` fails from then on.
     public var isDraining: Bool { shared.draining.withLockedValue { $0 } }
     /// The backend keep-alive pools for plain HTTP, one per event loop (tests put in-memory ones).

@@ -5,7 +5,8 @@ import NIOPosix
 import ReadyGateCore
 
 /// The proxy's HTTP/1.1 listener. Every accepted connection gets an HTTP decoder, encoder and an
-/// ``HTTPEntryHandler``; WebSocket upgrades become sessions on the connection's event loop.
+/// ``HTTPEntryHandler``; WebSocket upgrades become sessions on the connection's event loop. A
+/// connection past `READYGATE_MAX_CONNECTIONS` gets a ``ConnectionRefusalHandler`` instead (`503`).
 public final class ReadyGateServer: Sendable {
     public let environment: ProxyEnvironment
     private let group: any EventLoopGroup
@@ -34,7 +35,11 @@ public final class ReadyGateServer: Sendable {
             .childChannelOption(ChannelOptions.recvAllocator, value: ChannelTuning.receiveAllocator)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try configureHTTP1(channel: channel, environment: environment)
+                    if environment.connectionLimit.admit(channel) {
+                        try configureHTTP1(channel: channel, environment: environment)
+                    } else {
+                        try ConnectionRefusalHandler.configure(channel: channel, metrics: environment.metrics)
+                    }
                 }
             }
             .bind(host: listen.host, port: listen.port)

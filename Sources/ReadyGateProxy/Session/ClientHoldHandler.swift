@@ -6,6 +6,10 @@ import ReadyGateCore
 /// reading from the client (backpressure, never a drop). At READY ``release()`` passes everything
 /// held on to the glue behind it, in order, and takes the hold out of the pipeline.
 ///
+/// What it keeps is charged to the proxy's ``HeldBytesBudget`` (`READYGATE_MAX_HELD_BYTES_TOTAL`)
+/// and given back on every way out (release, discard, removal); while the budget is spent the hold
+/// stops reading too.
+///
 /// Close frames and protocol errors are the ``FrameWatcher``'s to report: after one, the hold
 /// keeps nothing more. When the session ends before READY, ``discard()`` lets go of the frames.
 final class ClientHoldHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -22,16 +26,21 @@ final class ClientHoldHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var stopped = false
     private var full = false
     private var pendingRead = false
+    /// The global cap's budget (the session's, unless given) and the bytes charged to it.
+    private let budget: HeldBytesBudget?
+    private var charged = 0
 
-    init(scanner: WebSocketFrameScanner, maxHeldBytes: Int, events: any SessionEvents) {
+    init(scanner: WebSocketFrameScanner, maxHeldBytes: Int, events: any SessionEvents, budget: HeldBytesBudget? = nil) {
         self.hold = ClientFrameHold(scanner: scanner)
         self.maxHeldBytes = maxHeldBytes
         self.events = events
+        self.budget = budget ?? (events as? any HeldBytesBudgetSource)?.heldBytesBudget
     }
 
     /// A replay: `bytes` are what the replaced backend connection got; they go first, as they were.
     func prefill(_ bytes: ByteBuffer) throws(WebSocketProtocolError) {
         try hold.prefill(bytes)
+        chargeBudget()
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -40,6 +49,8 @@ final class ClientHoldHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        // Released, or the channel closed with frames still held (the client is gone).
+        returnBudget()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -62,6 +73,7 @@ final class ClientHoldHandler: ChannelDuplexHandler, RemovableChannelHandler {
             stopped = true
         }
         if pongs { context.flush() }
+        chargeBudget()
         events.clientFramesHeld(frames: hold.queuedFrames, bytes: hold.queuedBytes)
         if !full && hold.queuedBytes >= maxHeldBytes {
             full = true
@@ -74,7 +86,7 @@ final class ClientHoldHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if full {
+        if full || !(stopped || budget?.mayRead(self, on: context.eventLoop) ?? true) {
             pendingRead = true
         } else {
             context.read()
@@ -87,6 +99,7 @@ final class ClientHoldHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context else { return }
         stopped = true
         let held = hold.drain()
+        returnBudget()
         for bytes in held { context.fireChannelRead(wrapInboundOut(bytes)) }
         context.fireChannelReadComplete()
         if pendingRead || full {
@@ -101,12 +114,37 @@ final class ClientHoldHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func discard() {
         stopped = true
         hold.discard()
+        returnBudget()
         if pendingRead {
             // Read on so the watcher sees the client's close or its end of input.
             pendingRead = false
             full = false
             context?.read()
         }
+    }
+
+    /// Charges the budget with what the hold keeps now.
+    private func chargeBudget() {
+        guard let budget, hold.queuedBytes != charged else { return }
+        budget.add(hold.queuedBytes - charged)
+        charged = hold.queuedBytes
+    }
+
+    /// Gives back everything charged; the budget no longer wakes this hold.
+    private func returnBudget() {
+        guard let budget else { return }
+        budget.forget(self)
+        budget.add(-charged)
+        charged = 0
+    }
+}
+
+extension ClientHoldHandler: HeldBytesWaiter {
+    /// The global cap has room again: a read the budget withheld goes on.
+    func heldBytesBudgetFreed() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        read(context: context)
     }
 }
 
