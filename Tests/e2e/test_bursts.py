@@ -68,3 +68,21 @@ async def test_replay_loses_nothing_in_any_burst(backend, readygate):
     replayed = sum(int(s.get("replays", "0")) for s in summaries)
     replays_logged = len([r for r in rg.records() if r.get("message") == "upstream_replay"])
     assert replayed == replays_logged
+
+
+@pytest.mark.parametrize("engine", ["websockets"], indirect=True)
+async def test_defaults_lose_few_under_bursts(backend, readygate):
+    """No gate variable set (the ping gate and the adaptive delay): a burst in which the delay is
+    still too short loses some sessions until the first failures raise the delay for the rest of
+    it; the fixed delay loses most of every burst. The adaptive delay learns from failures only,
+    so which burst pays depends on when the backend first falls behind."""
+    b = backend(**SETUP)
+    rg = readygate(b.port, READYGATE_ENV="production", READYGATE_HANDSHAKE_TIMEOUT_MS="1000")
+    results = await bursts(f"{rg.ws_url}/echo")
+    per_burst = [lost(r) for r in results]
+    assert all(n < CLIENTS // 2 for n in per_burst), f"outcomes per burst: {results}\n{rg.log(12)}"
+    assert sum(per_burst) < BURSTS * CLIENTS // 4, f"outcomes per burst: {results}"
+    summaries = rg.wait_for_records("session_summary", count=BURSTS * CLIENTS, timeout=30)
+    assert {s.get("gate") for s in summaries} == {"ping"}
+    ready = [s for s in summaries if s.get("t_ready_for_messages_ms")]
+    assert ready and all("pong_after_ms" in s for s in ready)
