@@ -161,3 +161,114 @@ extension SessionFailurePathTests {
         }
     }
 }
+
+extension SessionFailurePathTests {
+    @Test("replay: messages the client sends while the replay connects are held and come after, once each")
+    func messagesDuringReplay() async throws {
+        let (failed, failing) = AsyncStream<Void>.makeStream()
+        try await withScripted(
+            Self.replayOn,
+            script: { index, backend in
+                try await backend.acceptUpgrade()
+                if index == 0 {
+                    _ = try await backend.expectFrame()
+                    try await backend.write(serverFrame(.close, closePayload(1011, "not set up")))
+                    failing.yield()
+                    while let frame = try await backend.readFrame(), frame.opcode != 0x8 {}
+                } else {
+                    try await Self.echoUntilClose(&backend)
+                }
+            }
+        ) { proxy in
+            let texts = try await RawClient.session(port: proxy.port) { client in
+                try await client.write(clientFrame(.text, Array("one".utf8)))
+                // Once the first backend has failed, the replay is under way: more messages now.
+                var iterator = failed.makeAsyncIterator()
+                _ = await iterator.next()
+                try await client.write(clientFrame(.text, Array("two".utf8)) + clientFrame(.ping, Array("p".utf8)))
+                try await client.write(clientFrame(.text, Array("three".utf8)))
+                var texts: [String] = []
+                while texts.count < 3, let frame = try await client.readFrame() {
+                    if frame.opcode == 0x1 { texts.append(frame.text) }
+                    if frame.opcode == 0x8 { break }
+                }
+                try await client.write(clientFrame(.close, closePayload(1000)))
+                while try await client.readFrame() != nil {}
+                return texts
+            }
+            #expect(texts == ["one", "two", "three"])
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.replays == 1)
+            #expect(record.clientToUpstream.messages == 3, "each message counted once")
+        }
+    }
+
+    @Test("replay: a replacement backend that closes before its 101 is retried like any connect")
+    func replayRetries() async throws {
+        try await withScripted(
+            Self.replayOn,
+            script: { index, backend in
+                switch index {
+                case 0:
+                    try await backend.acceptUpgrade()
+                    _ = try await backend.expectFrame()
+                    try await backend.drop()
+                case 1:
+                    // Reads the upgrade request and leaves without an answer.
+                    _ = try await backend.readHead()
+                    try await backend.drop()
+                default:
+                    try await backend.acceptUpgrade()
+                    try await Self.echoUntilClose(&backend)
+                }
+            }
+        ) { proxy in
+            let frames = try await Self.sendAndCollect(["hello"], port: proxy.port)
+            #expect(frames.filter { $0.opcode == 0x1 }.map(\.text) == ["hello"])
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.replays == 1)
+            #expect(record.connectAttempts == 3)
+            #expect(record.patterns.contains(.upstreamConnectRetry))
+        }
+    }
+
+    @Test("replay: a shutdown while the replay connects ends the session with 1001")
+    func shutdownDuringReplay() async throws {
+        let (failed, failing) = AsyncStream<Void>.makeStream()
+        try await withScripted(
+            Self.replayOn,
+            script: { index, backend in
+                if index == 0 {
+                    try await backend.acceptUpgrade()
+                    _ = try await backend.expectFrame()
+                    try await backend.drop()
+                } else {
+                    // The replacement is never answered: the replay stays connecting.
+                    failing.yield()
+                    _ = try await backend.readHead()
+                    while try await backend.readFrame() != nil {}
+                }
+            }
+        ) { proxy in
+            let close = try await RawClient.session(port: proxy.port) { client -> WireFrame? in
+                try await client.write(clientFrame(.text, Array("hello".utf8)))
+                var iterator = failed.makeAsyncIterator()
+                _ = await iterator.next()
+                async let shutdown: Void = proxy.server.shutdown(drain: .zero, grace: .seconds(1))
+                var close: WireFrame?
+                while let frame = try await client.readFrame() {
+                    if frame.opcode == 0x8 {
+                        close = frame
+                        try await client.write(clientFrame(.close, frame.payload))
+                    }
+                }
+                try await shutdown
+                return close
+            }
+            #expect(close?.closeCode == 1001)
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.endReason == .goingAway)
+            #expect(record.replays == 1)
+        }
+    }
+}
