@@ -80,8 +80,33 @@ struct FrameFilterTests {
         )
         #expect(forwarded == before + after)
         #expect(events == [.ownPong, .dataStarted])
-        #expect(filter.awaitedPong == nil)
+        #expect(!filter.awaitsPong)
         #expect(filter.isIdle)
+    }
+
+    @Test("with several pings out, a pong to the latest answers all; a pong to an older one, it and older")
+    func severalPingsOut() {
+        var filter = Self.makeFilter()
+        let first: [UInt8] = [1, 1, 1, 1, 1, 1, 1, 1]
+        let second: [UInt8] = [2, 2, 2, 2, 2, 2, 2, 2]
+        let third: [UInt8] = [3, 3, 3, 3, 3, 3, 3, 3]
+        for payload in [first, second, third] { filter.awaitPong(payload: payload) }
+        // A late pong to the second ping: taken out, and the first counts as answered too.
+        var (forwarded, events) = Self.run(Self.frame(.pong, second), cuts: [], filter: &filter)
+        #expect(forwarded.isEmpty && events == [.ownPong])
+        #expect(filter.awaitedPongs == [third])
+        // A pong to the first, now answered, is someone else's: it passes.
+        (forwarded, events) = Self.run(Self.frame(.pong, first), cuts: [], filter: &filter)
+        #expect(forwarded == Self.frame(.pong, first) && events.isEmpty)
+        (forwarded, events) = Self.run(Self.frame(.pong, third), cuts: [3], filter: &filter)
+        #expect(forwarded.isEmpty && events == [.ownPong] && !filter.awaitsPong)
+    }
+
+    @Test("at most four pings are awaited; the oldest is forgotten")
+    func boundedAwait() {
+        var filter = Self.makeFilter()
+        for n in 0..<6 { filter.awaitPong(payload: [UInt8](repeating: UInt8(n), count: 8)) }
+        #expect(filter.awaitedPongs.map { $0[0] } == [2, 3, 4, 5])
     }
 
     @Test("a close is kept back with what follows it, and released whole")

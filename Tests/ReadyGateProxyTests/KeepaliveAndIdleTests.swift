@@ -7,7 +7,8 @@ import Testing
 extension SessionFailurePathTests {
     static func keepalive(_ settings: inout ReadyGateSettings) {
         settings.readyGate = .delay
-        settings.pingIntervalMs = 100
+        // Long enough that a peer on a loaded test machine answers within one round.
+        settings.pingIntervalMs = 300
     }
 
     /// A backend that echoes data, answers pings (`answersPings`), and records the pings it got,

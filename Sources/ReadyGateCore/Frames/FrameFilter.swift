@@ -23,8 +23,14 @@ public struct FrameFilter: Sendable {
     }
 
     private var scanner: WebSocketFrameScanner
-    /// The payload of the proxy's ping whose pong is awaited (nil: none).
-    public private(set) var awaitedPong: [UInt8]?
+    /// The payloads of the proxy's pings not answered yet, oldest first (at most
+    /// ``maxAwaitedPongs``). A pong answers its ping and every older one: a peer may answer only
+    /// the latest of several pings (RFC 6455 §5.5.3).
+    public private(set) var awaitedPongs: [[UInt8]] = []
+    public static let maxAwaitedPongs = 4
+
+    /// Whether a ping of the proxy's is still unanswered.
+    public var awaitsPong: Bool { !awaitedPongs.isEmpty }
     /// Whether close frames are kept back (a replay may follow).
     public var keepsCloseBack = false
     /// Whether a data frame has started passing.
@@ -53,13 +59,14 @@ public struct FrameFilter: Sendable {
 
     /// The proxy sent a ping with `payload`: its pong will be taken out.
     public mutating func awaitPong(payload: [UInt8]) {
-        awaitedPong = payload
+        awaitedPongs.append(payload)
+        if awaitedPongs.count > Self.maxAwaitedPongs { awaitedPongs.removeFirst() }
     }
 
     /// Whether the filter has nothing to do any more: no pong awaited, closes not kept back, and
     /// nothing kept.
     public var isIdle: Bool {
-        awaitedPong == nil && !keepsCloseBack && kept == nil && current != .collectPong
+        awaitedPongs.isEmpty && !keepsCloseBack && kept == nil && current != .collectPong
     }
 
     /// Takes one read's bytes.
@@ -128,7 +135,7 @@ public struct FrameFilter: Sendable {
     }
 
     private func disposition(of opcode: WebSocketOpcode) -> Disposition {
-        if opcode == .pong && awaitedPong != nil { return .collectPong }
+        if opcode == .pong && !awaitedPongs.isEmpty { return .collectPong }
         if opcode == .close && keepsCloseBack { return .collectClose }
         return .pass
     }
@@ -142,8 +149,8 @@ public struct FrameFilter: Sendable {
             var payload =
                 frame?.getBytes(at: frame!.readerIndex + header.headerLength, length: Int(header.payloadLength)) ?? []
             if let key = header.maskingKey { WebSocketMasking.apply(maskingKey: key, to: &payload) }
-            if payload == awaitedPong {
-                awaitedPong = nil
+            if let answered = awaitedPongs.lastIndex(of: payload) {
+                awaitedPongs.removeFirst(answered + 1)
                 ownPongBytes += frame?.readableBytes ?? 0
                 emit(.ownPong)
             } else if let frame {

@@ -33,7 +33,7 @@ final class FrameFilterHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// Whether a pong to the proxy's ping is still awaited.
-    var awaitsPong: Bool { filter.awaitedPong != nil }
+    var awaitsPong: Bool { filter.awaitsPong }
 
     /// The proxy sent the backend a ping with `payload`.
     func awaitPong(payload: [UInt8]) {
