@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import ReadyGateCore
 
 /// The first handler of every HTTP/1.1 connection. It reads a request head and routes it:
@@ -109,6 +110,14 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .forwarding(requestEnded: true)
             forwarder?.clientPart(part)
         case (.upgradeRequested(let head, let headers, let upgrade), .end):
+            // A session reaches the backend through NIOPosix sockets. An event loop that cannot make
+            // them (an `EmbeddedEventLoop`: handler tests, the HTTP entry fuzz target) gets `502`,
+            // as a plain request's failed connect does, where `ClientBootstrap(group:)` would trap.
+            guard ClientBootstrap(validatingGroup: context.eventLoop) != nil else {
+                state = .done
+                respond(context: context, status: .badGateway, body: "upstream unavailable\n", keepAlive: false)
+                return
+            }
             let session = WebSocketSession(
                 environment: environment,
                 request: head,
