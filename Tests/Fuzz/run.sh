@@ -41,6 +41,12 @@ max_len() {
     esac
 }
 
+dict_args() {
+    case "$1" in
+        FuzzUpgradeRequest | FuzzHTTPEntry) echo "-dict=$here/dict/http.dict" ;;
+    esac
+}
+
 # The fuzz package depends on the root package by path; reuse the root's pins when there are some.
 if [[ -f "$root/Package.resolved" && ! -f "$here/Package.resolved" ]]; then
     cp "$root/Package.resolved" "$here/Package.resolved"
@@ -88,7 +94,7 @@ for target in $targets; do
     # The Swift runtime's backtracer would catch the trap before libFuzzer writes the crash input.
     SWIFT_BACKTRACE=enable=no "$bin/$target" "$corpus" \
         -max_total_time="$seconds" -max_len="$(max_len "$target")" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="$out/$target-" >"$log" 2>&1 || status=$?
+        -print_final_stats=1 -artifact_prefix="$out/$target-" $(dict_args "$target") >"$log" 2>&1 || status=$?
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
     corpus_size="$(ls "$corpus" | wc -l)"
     if [[ $status -ne 0 ]]; then

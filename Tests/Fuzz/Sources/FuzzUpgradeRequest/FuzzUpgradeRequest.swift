@@ -6,12 +6,16 @@
 // line is `name: value`. Lines end with `\n`; a `\r` before it is dropped.
 //
 // Checked: validation never crashes; an accepted request really has one Host, Connection: Upgrade,
-// version 13 and a key of 16 base64 bytes; a rejection is 400, or 426 with the version hint; and
-// the answer does not change when the header names' ASCII case is flipped (names are
-// case-insensitive, RFC 9110 §5.1).
+// version 13 and a key of 16 base64 bytes, and the upgrade request built from it for the backend
+// (`ProxyHeaders.upstreamUpgradeHeaders`) passes the same validation with the same Host; a rejection
+// is 400, or 426 with the version hint; removing hop-by-hop fields never removes Host or
+// Content-Length; and the answers do not change when the header names' ASCII case is flipped (names
+// are case-insensitive, RFC 9110 §5.1).
 import NIOCore
 import NIOHTTP1
 import ReadyGateCore
+
+let upstreamKey = "AQIDBAUGBwgJCgsMDQ4PEA=="
 
 func check(_ condition: Bool, _ message: @autoclosure () -> String) {
     if !condition { fatalError("invariant violated: \(message())") }
@@ -90,11 +94,39 @@ public func fuzzUpgradeRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int
         check(WebSocketHandshake.acceptValue(forKey: request.key).utf8.count == 28, "accept value length")
         check(request.extensions == headers.values("sec-websocket-extensions"), "extensions changed")
         check(request.subprotocols.allSatisfy { !$0.isEmpty }, "empty subprotocol")
+        // The request ReadyGate sends the backend must itself be a valid upgrade with the client's Host.
+        for keepExtensions in [false, true] {
+            let upstream = ProxyHeaders.upstreamUpgradeHeaders(
+                client: headers,
+                key: upstreamKey,
+                keepExtensions: keepExtensions,
+                clientAddress: "192.0.2.7",
+                proto: "http"
+            )
+            let forwarded = validate(head, upstream)
+            guard case .success(let sent) = forwarded else {
+                fatalError(
+                    "invariant violated: the backend's upgrade request is not valid: \(forwarded)\n\(upstream.fields)"
+                )
+            }
+            check(sent.key == upstreamKey, "the backend gets key \(sent.key)")
+            check(keepExtensions || sent.extensions.isEmpty, "extensions kept: \(sent.extensions)")
+            check(upstream.values("host") == headers.values("host"), "Host changed: \(upstream.values("host"))")
+        }
     case .failure(let rejection):
         check(rejection.status == 400 || rejection.status == 426, "status \(rejection.status)")
         check(rejection.versionHint == (rejection.status == 426), "version hint on \(rejection.status)")
         check(!rejection.reason.isEmpty && rejection.reason.utf8.count <= 123, "reason \(rejection.reason)")
     }
+
+    // Whatever `Connection` nominates, removing hop-by-hop fields keeps the request's Host and its
+    // Content-Length: without them the backend would read a different request (RFC 9112 §3.2, §6.3).
+    let stripped = ProxyHeaders.strippingHopByHop(headers)
+    check(stripped.values("host") == headers.values("host"), "hop-by-hop stripping removed Host")
+    check(
+        stripped.values("content-length") == headers.values("content-length"),
+        "hop-by-hop stripping removed Content-Length"
+    )
 
     let flipped = HTTPHeaderList(headers.fields.map { (name: flippingASCIICase($0.name), value: $0.value) })
     check(WebSocketHandshake.isWebSocketUpgrade(flipped) == isUpgrade, "Upgrade detection depends on name case")
