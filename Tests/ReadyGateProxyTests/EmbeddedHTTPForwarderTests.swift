@@ -319,7 +319,34 @@ struct EmbeddedHTTPForwarderTests {
         ],
         [("X-Forwarded-Host", "orig"), ("Forwarded", "for=10.0.0.1"), ("forwarded", "for=10.0.0.2;proto=https")],
         [("Host", "[::1]:8080"), ("Cookie", "a=b"), ("Cookie", "c=d"), ("Accept", "*/*")],
+        [("Host", "a"), ("Content-Length", "5"), ("Connection", "Host, content-length, X-Hop"), ("X-Hop", "1")],
     ]
+
+    /// Found by the FuzzUpgradeRequest target (`Tests/Fuzz`, invariant: stripping hop-by-hop fields
+    /// keeps Host and Content-Length): a client could name them in `Connection`. Without
+    /// Content-Length the backend read the body as the next request on the pooled connection.
+    @Test("Connection cannot remove Host or Content-Length from a forwarded request")
+    func connectionCannotNominateFraming() throws {
+        let harness = try ForwardHarness()
+        try harness.send(
+            "POST /a HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\n"
+                + "Connection: keep-alive, Content-Length, host, X-Hop\r\nX-Hop: 1\r\n\r\nhello"
+        )
+        let sent = try harness.sentUpstream()
+        guard case .head(let head) = sent.first else {
+            Issue.record("expected a head, got \(sent)")
+            return
+        }
+        #expect(head.headers["Content-Length"] == ["5"])
+        #expect(head.headers["Host"] == ["example.test"])
+        #expect(head.headers["X-Hop"].isEmpty)
+        #expect(head.headers["Connection"].isEmpty)
+        let body = sent.compactMap { part -> String? in
+            if case .body(.byteBuffer(let buffer)) = part { return String(buffer: buffer) }
+            return nil
+        }
+        #expect(body.joined() == "hello")
+    }
 
     @Test("the NIO-native header rewrite gives what Core's ProxyHeaders gives", arguments: headerSets.indices)
     func headerRewriteParity(index: Int) {

@@ -74,7 +74,8 @@ enum ForwardedMessage {
     static func stripHopByHop(_ headers: inout HTTPHeaders) {
         if headers.contains(name: "connection") {
             for token in headers[canonicalForm: "connection"] where !token.isEmpty {
-                headers.remove(name: String(token))
+                let name = token.lowercased()
+                if !ProxyHeaders.notNominable.contains(name) { headers.remove(name: name) }
             }
         }
         for name in ProxyHeaders.hopByHop where headers.contains(name: name) {
