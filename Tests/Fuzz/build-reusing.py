@@ -88,8 +88,9 @@ def main():
         if os.path.exists(obj) and os.path.getmtime(obj) > newest:
             continue
         run(
+            # -enable-testing: FuzzHTTPEntry imports ReadyGateProxy @testable, for its fake backend.
             ["swiftc", "-module-name", name, "-emit-module", "-emit-module-path",
-             os.path.join(modules_out, f"{name}.swiftmodule"), "-wmo", "-c", "-o", obj]
+             os.path.join(modules_out, f"{name}.swiftmodule"), "-wmo", "-enable-testing", "-c", "-o", obj]
             + common + flags[name] + sources
         )
 

@@ -60,7 +60,9 @@ case "$build" in
         bin="$scratch/release"
         for target in $targets; do
             rm -f "$bin/$target"
-            swift build -c release --sanitize fuzzer --package-path "$here" --scratch-path "$scratch" \
+            # -enable-testing: FuzzHTTPEntry imports ReadyGateProxy @testable, for its fake backend.
+            swift build -c release --sanitize fuzzer -Xswiftc -enable-testing \
+                --package-path "$here" --scratch-path "$scratch" \
                 --product "$target" 2>&1 | grep -E "error|warning:|Compiling Fuzz|Build complete" || true
         done
         ;;
