@@ -175,6 +175,38 @@ struct EmbeddedHTTPForwarderTests {
         #expect(try harness.clientText().components(separatedBy: "HTTP/1.1 200").count == 3)
     }
 
+    /// Found by the FuzzHTTPEntry target (`Tests/Fuzz`, invariant: the answers do not depend on how
+    /// the client's bytes were split into reads): read together with a valid request, a malformed
+    /// one behind it was answered `400` at once, in the valid request's place, and that request's
+    /// own response was lost.
+    @Test(
+        "a malformed request pipelined behind one in flight is answered 400 after it, in order",
+        arguments: [
+            "GET /b HTTP/1.1\r\nHost: example.test\r\nno colon here\r\n\r\n",
+            Self.get + "GET /c HTTP/1.1\r\nHost: example.test\r\nno colon here\r\n\r\n",
+            "POST /b HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ]
+    )
+    func pipelinedMalformedRequest(behind: String) throws {
+        let harness = try ForwardHarness()
+        try harness.send(Self.get + behind)
+        #expect(try harness.clientText().isEmpty, "nothing is answered before the request in flight")
+        let expected = behind.hasPrefix(Self.get) ? 2 : 1
+        for answered in 1...expected {
+            try harness.answer(
+                0,
+                ForwardHarness.head(.ok, [("Content-Length", "1")]),
+                ForwardHarness.body("\(answered)"),
+                .end(nil)
+            )
+        }
+        let text = try harness.clientText()
+        #expect(text.components(separatedBy: "HTTP/1.1 200").count == expected + 1, "\(text)")
+        let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.prefix(3) }
+        #expect(statuses.last == "400", "\(text)")
+        #expect(!harness.client.isActive)
+    }
+
     @Test("while a request waits for its answer the client is still read, so a close is noticed")
     func readWhileWaiting() throws {
         let harness = try ForwardHarness()
