@@ -207,6 +207,21 @@ struct EmbeddedHTTPForwarderTests {
         #expect(!harness.client.isActive)
     }
 
+    /// Found by the FuzzHTTPEntry target (`Tests/Fuzz`, invariant: every request the backend gets
+    /// is HTTP/1.1 with one Host).
+    @Test("an HTTP/1.0 request without Host reaches the backend as HTTP/1.1 with an empty Host")
+    func http10WithoutHost() throws {
+        let harness = try ForwardHarness()
+        try harness.send("GET /old HTTP/1.0\r\n\r\n")
+        let sent = try harness.sentUpstream()
+        guard case .head(let head) = sent.first else {
+            Issue.record("expected a head, got \(sent)")
+            return
+        }
+        #expect(head.version == .http1_1)
+        #expect(head.headers["Host"] == [""])
+    }
+
     @Test("while a request waits for its answer the client is still read, so a close is noticed")
     func readWhileWaiting() throws {
         let harness = try ForwardHarness()

@@ -62,6 +62,9 @@ enum ForwardedMessage {
         if expectsContinue(head) { headers.remove(name: "expect") }
         stripHopByHop(&headers)
         addForwarded(&headers, forwardedFor: forwardedFor, forwardedElement: forwardedElement)
+        // The request leaves as HTTP/1.1, which must carry Host (RFC 9112 §3.2); an HTTP/1.0 client
+        // may have sent none, and its target has no authority: an empty Host, as §3.2 says for that.
+        if !headers.contains(name: "host") { headers.add(name: "Host", value: "") }
         if chunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
     }
