@@ -183,6 +183,8 @@ struct EmbeddedHTTPEntryHandlerTests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
             "GET / HTTP/1.0\r\nHost: a.test\r\nhost: b.test\r\n\r\n",
+            // Found by FuzzHTTPEntry (`Tests/Fuzz`): an empty second Host was not counted.
+            "POST /a HTTP/1.1\r\nHost: a.test\r\nHost: \r\nContent-Length: 0\r\n\r\n",
             "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         ]
