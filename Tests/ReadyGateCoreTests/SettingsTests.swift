@@ -47,6 +47,15 @@ struct SettingsTests {
         #expect(shown.contains { $0 == ("READYGATE_ADMIN_LISTEN", "off") })
     }
 
+    /// Found by FuzzSettings (`Tests/Fuzz`, invariant: addresses print to text that parses back):
+    /// `http://[[a]:8080` was accepted with host `[a`, printed as `http://[a:8080`.
+    @Test("a bracketed host holding a bracket is refused", arguments: ["[[a]:8080", "[a[b]:1"])
+    func bracketInBracketedHost(text: String) {
+        #expect(HostAndPort.parse(text) == nil)
+        #expect(UpstreamTarget.parse("http://" + text) == nil)
+        #expect(HostAndPort.parse("[::1]:8080") == HostAndPort(host: "::1", port: 8080))
+    }
+
     @Test("an empty environment gives the documented defaults")
     func defaults() throws {
         let settings = try readSettings([:])

@@ -47,6 +47,8 @@ public struct HostAndPort: Sendable, Equatable, CustomStringConvertible {
         if text.hasPrefix("[") {
             guard let close = text.firstIndex(of: "]") else { return nil }
             host = text[text.index(after: text.startIndex)..<close]
+            // `[[a]:1` would give host `[a`, printed as `[a:1`, which does not parse (found by fuzzing).
+            if host.contains("[") { return nil }
             let rest = text[text.index(after: close)...]
             guard rest.hasPrefix(":") else { return nil }
             portText = rest.dropFirst()
