@@ -103,7 +103,9 @@ public struct UpstreamTarget: Sendable, Equatable, CustomStringConvertible {
         }
         var host = String(authority)
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, !host.contains("[") else { return nil }
+        // No bracket may be left: `http://[::1]]` gave host `::1]`, printed as `[::1]]:80`, which
+        // does not parse (found by fuzzing).
+        guard !host.isEmpty, !host.contains("["), !host.contains("]") else { return nil }
         return UpstreamTarget(host: host, port: defaultPort, usesTLS: tls)
     }
 }
