@@ -63,7 +63,7 @@ case "$build" in
             # -enable-testing: FuzzHTTPEntry imports ReadyGateProxy @testable, for its fake backend.
             swift build -c release --sanitize fuzzer -Xswiftc -enable-testing \
                 --package-path "$here" --scratch-path "$scratch" \
-                --product "$target" 2>&1 | grep -E "error|warning:|Compiling Fuzz|Build complete" || true
+                --product "$target" 2>&1 | grep -E "error|warning:|Compiling Fuzz|complete!" || true
         done
         ;;
     reuse)

@@ -162,7 +162,11 @@ func checkForwarded(_ head: HTTPRequestHead, bodyBytes: Int) {
     check(!(chunked && !lengths.isEmpty), "forwarded with Content-Length and chunked: \(text)")
     check(lengths.count <= 1, "forwarded with \(lengths.count) Content-Length fields: \(text)")
     if let length = lengths.first {
-        check(Int(length) == bodyBytes, "Content-Length \(length) but \(bodyBytes) body bytes: \(text)")
+        // Optional whitespace around a field value is not part of it (RFC 9110 §5.5); NIO keeps it.
+        check(
+            Int(Substring(length).trimmingCharacters(in: " ").trimmingCharacters(in: "\t")) == bodyBytes,
+            "Content-Length \(length) but \(bodyBytes) body bytes: \(text)"
+        )
     } else if !chunked {
         check(bodyBytes == 0, "\(bodyBytes) body bytes without framing: \(text)")
     }
