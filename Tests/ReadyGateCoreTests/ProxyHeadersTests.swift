@@ -57,6 +57,35 @@ struct ProxyHeadersTests {
         #expect(ProxyHeaders.strippingHopByHop(headers) == ["X-Kept": "4"])
     }
 
+    /// Found by the FuzzUpgradeRequest target (`Tests/Fuzz`): `Connection: Upgrade, Host` made the
+    /// backend's upgrade request lose its Host.
+    @Test("Connection cannot remove Host or Content-Length")
+    func notNominable() {
+        let headers: HTTPHeaderList = [
+            "Host": "a.test", "Content-Length": "3", "Connection": "Upgrade, HOST, content-length, X-Gone",
+            "X-Gone": "1",
+        ]
+        #expect(ProxyHeaders.strippingHopByHop(headers) == ["Host": "a.test", "Content-Length": "3"])
+        let upstream = ProxyHeaders.upstreamUpgradeHeaders(
+            client: [
+                "Host": "a.test", "Upgrade": "websocket", "Connection": "Upgrade, Host",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+            ],
+            key: "AQIDBAUGBwgJCgsMDQ4PEA==",
+            keepExtensions: false,
+            clientAddress: "192.0.2.7",
+            proto: "http"
+        )
+        #expect(upstream.values("host") == ["a.test"])
+        let verdict = WebSocketHandshake.validateUpgrade(
+            method: "GET",
+            versionMajor: 1,
+            versionMinor: 1,
+            headers: upstream
+        )
+        #expect((try? verdict.get()) != nil)
+    }
+
     @Test("the hop-by-hop set is RFC 9110 §7.6.1's")
     func hopByHopSet() {
         #expect(

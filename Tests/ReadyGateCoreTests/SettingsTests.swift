@@ -58,6 +58,24 @@ struct SettingsTests {
         #expect(off.wsIdleTimeoutMs == 0 && off.pingIntervalMs == 0)
     }
 
+    /// Found by FuzzSettings (`Tests/Fuzz`, invariant: addresses print to text that parses back):
+    /// `http://[[a]:8080` was accepted with host `[a`, printed as `http://[a:8080`.
+    @Test("a bracketed host holding a bracket is refused", arguments: ["[[a]:8080", "[a[b]:1"])
+    func bracketInBracketedHost(text: String) {
+        #expect(HostAndPort.parse(text) == nil)
+        #expect(UpstreamTarget.parse("http://" + text) == nil)
+        #expect(HostAndPort.parse("[::1]:8080") == HostAndPort(host: "::1", port: 8080))
+    }
+
+    /// Found by FuzzSettings (`Tests/Fuzz`): `http://[::1]]` was accepted with host `::1]`,
+    /// printed as `http://[::1]]:80`, which does not parse.
+    @Test("an upstream host with a stray bracket is refused")
+    func strayBracketInUpstream() {
+        #expect(UpstreamTarget.parse("http://[::1]]") == nil)
+        #expect(UpstreamTarget.parse("http://a]") == nil)
+        #expect(UpstreamTarget.parse("http://[::1]") == UpstreamTarget(host: "::1", port: 80, usesTLS: false))
+    }
+
     @Test("an empty environment gives the documented defaults")
     func defaults() throws {
         let settings = try readSettings([:])

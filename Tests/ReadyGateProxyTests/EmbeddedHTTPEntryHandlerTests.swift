@@ -12,8 +12,8 @@ import Testing
 /// `EmbeddedChannel`: raw request bytes in, raw response bytes out.
 ///
 /// Only requests that do not start a session are exercised here: a valid upgrade starts a
-/// ``WebSocketSession``, whose upstream `ClientBootstrap` needs a real event loop. Forwarded plain
-/// requests are in `EmbeddedHTTPForwarderTests`.
+/// ``WebSocketSession``, whose upstream `ClientBootstrap` needs a real event loop (here it gets
+/// `502`). Forwarded plain requests are in `EmbeddedHTTPForwarderTests`.
 @Suite("HTTPEntryHandler on an EmbeddedChannel")
 struct EmbeddedHTTPEntryHandlerTests {
     static let key = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -144,6 +144,21 @@ struct EmbeddedHTTPEntryHandlerTests {
         #expect(!channel.isActive)
     }
 
+    /// Found by the HTTP entry fuzz target (`Tests/Fuzz`): a valid upgrade started a session, whose
+    /// `ClientBootstrap(group:)` trapped on an event loop that cannot make sockets.
+    @Test("a valid upgrade on an event loop that cannot reach the backend is answered 502, without a trap")
+    func validUpgradeWithoutSockets() throws {
+        let channel = try makeChannel()
+        try channel.writeInbound(ByteBuffer(string: Self.upgradeRequest()))
+        channel.embeddedEventLoop.run()
+
+        let responses = try readResponses(channel)
+        #expect(responses.map(\.status) == [502])
+        #expect(responses.first?.value("Connection") == "close")
+        #expect(responses.first?.contentLengthMatchesBody == true)
+        #expect(!channel.isActive)
+    }
+
     // MARK: Malformed HTTP
 
     @Test("an unparsable request line is answered 400 and the connection closed")
@@ -168,6 +183,8 @@ struct EmbeddedHTTPEntryHandlerTests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
             "GET / HTTP/1.0\r\nHost: a.test\r\nhost: b.test\r\n\r\n",
+            // Found by FuzzHTTPEntry (`Tests/Fuzz`): an empty second Host was not counted.
+            "POST /a HTTP/1.1\r\nHost: a.test\r\nHost: \r\nContent-Length: 0\r\n\r\n",
             "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         ]

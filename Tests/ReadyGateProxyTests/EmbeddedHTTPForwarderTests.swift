@@ -175,6 +175,53 @@ struct EmbeddedHTTPForwarderTests {
         #expect(try harness.clientText().components(separatedBy: "HTTP/1.1 200").count == 3)
     }
 
+    /// Found by the FuzzHTTPEntry target (`Tests/Fuzz`, invariant: the answers do not depend on how
+    /// the client's bytes were split into reads): read together with a valid request, a malformed
+    /// one behind it was answered `400` at once, in the valid request's place, and that request's
+    /// own response was lost.
+    @Test(
+        "a malformed request pipelined behind one in flight is answered 400 after it, in order",
+        arguments: [
+            "GET /b HTTP/1.1\r\nHost: example.test\r\nno colon here\r\n\r\n",
+            Self.get + "GET /c HTTP/1.1\r\nHost: example.test\r\nno colon here\r\n\r\n",
+            "POST /b HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ]
+    )
+    func pipelinedMalformedRequest(behind: String) throws {
+        let harness = try ForwardHarness()
+        try harness.send(Self.get + behind)
+        #expect(try harness.clientText().isEmpty, "nothing is answered before the request in flight")
+        let expected = behind.hasPrefix(Self.get) ? 2 : 1
+        for answered in 1...expected {
+            try harness.answer(
+                0,
+                ForwardHarness.head(.ok, [("Content-Length", "1")]),
+                ForwardHarness.body("\(answered)"),
+                .end(nil)
+            )
+        }
+        let text = try harness.clientText()
+        #expect(text.components(separatedBy: "HTTP/1.1 200").count == expected + 1, "\(text)")
+        let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.prefix(3) }
+        #expect(statuses.last == "400", "\(text)")
+        #expect(!harness.client.isActive)
+    }
+
+    /// Found by the FuzzHTTPEntry target (`Tests/Fuzz`, invariant: every request the backend gets
+    /// is HTTP/1.1 with one Host).
+    @Test("an HTTP/1.0 request without Host reaches the backend as HTTP/1.1 with an empty Host")
+    func http10WithoutHost() throws {
+        let harness = try ForwardHarness()
+        try harness.send("GET /old HTTP/1.0\r\n\r\n")
+        let sent = try harness.sentUpstream()
+        guard case .head(let head) = sent.first else {
+            Issue.record("expected a head, got \(sent)")
+            return
+        }
+        #expect(head.version == .http1_1)
+        #expect(head.headers["Host"] == [""])
+    }
+
     @Test("while a request waits for its answer the client is still read, so a close is noticed")
     func readWhileWaiting() throws {
         let harness = try ForwardHarness()
@@ -319,7 +366,34 @@ struct EmbeddedHTTPForwarderTests {
         ],
         [("X-Forwarded-Host", "orig"), ("Forwarded", "for=10.0.0.1"), ("forwarded", "for=10.0.0.2;proto=https")],
         [("Host", "[::1]:8080"), ("Cookie", "a=b"), ("Cookie", "c=d"), ("Accept", "*/*")],
+        [("Host", "a"), ("Content-Length", "5"), ("Connection", "Host, content-length, X-Hop"), ("X-Hop", "1")],
     ]
+
+    /// Found by the FuzzUpgradeRequest target (`Tests/Fuzz`, invariant: stripping hop-by-hop fields
+    /// keeps Host and Content-Length): a client could name them in `Connection`. Without
+    /// Content-Length the backend read the body as the next request on the pooled connection.
+    @Test("Connection cannot remove Host or Content-Length from a forwarded request")
+    func connectionCannotNominateFraming() throws {
+        let harness = try ForwardHarness()
+        try harness.send(
+            "POST /a HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\n"
+                + "Connection: keep-alive, Content-Length, host, X-Hop\r\nX-Hop: 1\r\n\r\nhello"
+        )
+        let sent = try harness.sentUpstream()
+        guard case .head(let head) = sent.first else {
+            Issue.record("expected a head, got \(sent)")
+            return
+        }
+        #expect(head.headers["Content-Length"] == ["5"])
+        #expect(head.headers["Host"] == ["example.test"])
+        #expect(head.headers["X-Hop"].isEmpty)
+        #expect(head.headers["Connection"].isEmpty)
+        let body = sent.compactMap { part -> String? in
+            if case .body(.byteBuffer(let buffer)) = part { return String(buffer: buffer) }
+            return nil
+        }
+        #expect(body.joined() == "hello")
+    }
 
     @Test("the NIO-native header rewrite gives what Core's ProxyHeaders gives", arguments: headerSets.indices)
     func headerRewriteParity(index: Int) {

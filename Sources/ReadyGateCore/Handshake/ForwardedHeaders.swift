@@ -6,9 +6,16 @@ public enum ProxyHeaders {
         "connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
     ]
 
-    /// Removes hop-by-hop fields and every field the `Connection` field lists (RFC 9110 §7.6.1).
+    /// Fields a `Connection` list cannot remove: the next hop needs them to read the same message.
+    /// Without `Host` an HTTP/1.1 request is invalid (RFC 9112 §3.2: the proxy, as a client, must
+    /// send it); without `Content-Length` the backend would take the request's body for the next
+    /// request on the connection (RFC 9112 §6.3), a request-smuggling desync on a pooled connection.
+    public static let notNominable: Set<String> = ["host", "content-length"]
+
+    /// Removes hop-by-hop fields and every field the `Connection` field lists (RFC 9110 §7.6.1),
+    /// except ``notNominable`` ones.
     public static func strippingHopByHop(_ headers: HTTPHeaderList) -> HTTPHeaderList {
-        let named = Set(headers.tokens("connection").map { $0.lowercased() })
+        let named = Set(headers.tokens("connection").map { $0.lowercased() }).subtracting(notNominable)
         return HTTPHeaderList(
             headers.fields.filter { field in
                 let name = field.name.lowercased()

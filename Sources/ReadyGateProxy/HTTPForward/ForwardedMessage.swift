@@ -18,7 +18,9 @@ enum ForwardedMessage {
     /// A request whose `Host` breaks RFC 9112 §3.2: none in an HTTP/1.1 request, or more than one
     /// (any version). Such a request gets `400`.
     static func hostProblem(_ head: HTTPRequestHead) -> String? {
-        let hosts = head.headers[canonicalForm: "host"]
+        // Field lines, not `canonicalForm` values: that drops empty ones, and `Host:` with an empty
+        // value is a second Host all the same (found by fuzzing).
+        let hosts = head.headers["host"]
         if hosts.count > 1 { return "more than one Host" }
         if hosts.isEmpty && head.version.isAtLeastHTTP11 { return "no Host in an HTTP/1.1 request" }
         return nil
@@ -62,6 +64,9 @@ enum ForwardedMessage {
         if expectsContinue(head) { headers.remove(name: "expect") }
         stripHopByHop(&headers)
         addForwarded(&headers, forwardedFor: forwardedFor, forwardedElement: forwardedElement)
+        // The request leaves as HTTP/1.1, which must carry Host (RFC 9112 §3.2); an HTTP/1.0 client
+        // may have sent none, and its target has no authority: an empty Host, as §3.2 says for that.
+        if !headers.contains(name: "host") { headers.add(name: "Host", value: "") }
         if chunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
     }
@@ -74,7 +79,8 @@ enum ForwardedMessage {
     static func stripHopByHop(_ headers: inout HTTPHeaders) {
         if headers.contains(name: "connection") {
             for token in headers[canonicalForm: "connection"] where !token.isEmpty {
-                headers.remove(name: String(token))
+                let name = token.lowercased()
+                if !ProxyHeaders.notNominable.contains(name) { headers.remove(name: name) }
             }
         }
         for name in ProxyHeaders.hopByHop where headers.contains(name: name) {

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import ReadyGateCore
 
 /// The first handler of every HTTP/1.1 connection. It reads a request head and routes it:
@@ -43,6 +44,9 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var inputClosed = false
     /// Taking queued pipelined parts: no read until they are all routed.
     private var draining = false
+    /// A request pipelined behind the one in flight did not parse. It is answered `400` when the
+    /// requests before it have been answered (RFC 9112 §9.3.2: responses in request order).
+    private var pipelinedError: HTTPParserError?
     private var headDeadline: RequestHeadDeadline
     /// The pending check of `headDeadline`, and when it fires.
     private var headTimer: (task: Scheduled<Void>, at: NIODeadline)?
@@ -109,6 +113,14 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .forwarding(requestEnded: true)
             forwarder?.clientPart(part)
         case (.upgradeRequested(let head, let headers, let upgrade), .end):
+            // A session reaches the backend through NIOPosix sockets. An event loop that cannot make
+            // them (an `EmbeddedEventLoop`: handler tests, the HTTP entry fuzz target) gets `502`,
+            // as a plain request's failed connect does, where `ClientBootstrap(group:)` would trap.
+            guard ClientBootstrap(validatingGroup: context.eventLoop) != nil else {
+                state = .done
+                respond(context: context, status: .badGateway, body: "upstream unavailable\n", keepAlive: false)
+                return
+            }
             let session = WebSocketSession(
                 environment: environment,
                 request: head,
@@ -238,6 +250,10 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if case .forwarding(requestEnded: true) = state { break }
         }
         draining = false
+        if let parserError = pipelinedError, queued.isEmpty {
+            answerPipelinedError(parserError, context: context)
+            if case .done = state { return }
+        }
         if case .forwarding = state { forwarder?.clientReadComplete() }
         if inputClosed, case .idle = state {
             context.close(promise: nil)
@@ -246,6 +262,60 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if pendingRead, mayRead {
             pendingRead = false
             context.read()
+        }
+    }
+
+    /// The body of the request in flight did not parse (a bad chunk size, say): `400` while no
+    /// response has started (RFC 9112 §7.1), else the connection can only be closed.
+    private func requestBroken(_ parserError: HTTPParserError, context: ChannelHandlerContext) {
+        let responseStarted = forwarder?.clientRequestBroken() ?? true
+        environment.logger.warning(
+            "bad_request",
+            metadata: [
+                "status": "\(responseStarted ? "-" : "400")", "error": "\(parserError)", "during": "forwarding",
+                "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+            ]
+        )
+        state = .done
+        queued.removeAll()
+        if responseStarted {
+            context.close(promise: nil)
+        } else {
+            respond(
+                context: context,
+                status: .badRequest,
+                body: "malformed HTTP request: \(parserError)\n",
+                keepAlive: false
+            )
+        }
+    }
+
+    /// The requests before a pipelined one that did not parse are answered (or the last of them
+    /// is in flight, its body cut by the error): the error gets its answer now.
+    private func answerPipelinedError(_ parserError: HTTPParserError, context: ChannelHandlerContext) {
+        switch state {
+        case .idle:
+            pipelinedError = nil
+            state = .done
+            environment.logger.warning(
+                "bad_request",
+                metadata: [
+                    "status": "400", "error": "\(parserError)", "during": "pipelined",
+                    "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+                ]
+            )
+            respond(
+                context: context,
+                status: .badRequest,
+                body: "malformed HTTP request: \(parserError)\n",
+                keepAlive: false
+            )
+        case .forwarding(requestEnded: false):
+            pipelinedError = nil
+            requestBroken(parserError, context: context)
+        case .forwarding(requestEnded: true), .upgradeRequested, .upgrading, .done:
+            // Still answering an earlier request, or no longer reading requests.
+            break
         }
     }
 
@@ -320,33 +390,18 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if case .forwarding = state {
+        if case .forwarding(let requestEnded) = state {
             // A broken request body or one pipelined behind it, the client leaving mid-body (the
             // decoder's EOF error) or a socket error: the exchange cannot finish cleanly. The
             // forwarder logs the client's leaving; a parse error is logged here.
             if let parserError = error as? HTTPParserError, parserError != .invalidEOFState {
-                // A broken body (a bad chunk size, say): `400` while no response has started
-                // (RFC 9112 §7.1), else the connection can only be closed.
-                let responseStarted = forwarder?.clientRequestBroken() ?? true
-                environment.logger.warning(
-                    "bad_request",
-                    metadata: [
-                        "status": "\(responseStarted ? "-" : "400")", "error": "\(error)", "during": "forwarding",
-                        "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
-                    ]
-                )
-                state = .done
-                queued.removeAll()
-                if responseStarted {
-                    context.close(promise: nil)
-                } else {
-                    respond(
-                        context: context,
-                        status: .badRequest,
-                        body: "malformed HTTP request: \(parserError)\n",
-                        keepAlive: false
-                    )
+                if requestEnded {
+                    // The request in flight is whole: the broken one is pipelined behind it, and
+                    // waits for the answers to it and to the requests queued before it.
+                    pipelinedError = parserError
+                    return
                 }
+                requestBroken(parserError, context: context)
                 return
             }
             state = .done

@@ -47,8 +47,9 @@ public final class ReadyGateServer: Sendable {
         return ReadyGateServer(environment: environment, group: group, channel: channel)
     }
 
-    /// Installs the HTTP/1.1 handlers on a fresh connection.
-    static func configureHTTP1(channel: any Channel, environment: ProxyEnvironment) throws {
+    /// Installs the HTTP/1.1 handlers on a fresh connection. Public for the fuzz target that feeds
+    /// raw bytes into this pipeline on an `EmbeddedChannel` (`Tests/Fuzz`).
+    public static func configureHTTP1(channel: any Channel, environment: ProxyEnvironment) throws {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
         // Framing headers are set by whoever writes a response (`writeHTTPResponse`, the 101, and
