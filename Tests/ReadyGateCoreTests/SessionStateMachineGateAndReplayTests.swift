@@ -307,3 +307,17 @@ struct KeepaliveMachineTests {
         #expect(!closing.isSpliceOpen)
     }
 }
+
+@Suite("SessionStateMachine: a client's half-close answered by the backend")
+struct HalfCloseAnsweredTests {
+    @Test("client FIN after READY, then the backend ends its connection: no 1011, not a failure")
+    func backendAnswersFin() {
+        var machine = replayingMachine(attempts: 0)
+        #expect(machine.inputClosed(.client, gone: false, nowMs: 30) == [.passHalfClose(to: .upstream)])
+        let actions = machine.inputClosed(.upstream, gone: false, nowMs: 35)
+        #expect(actions == [.closeChannel(.client), .closeChannel(.upstream)])
+        #expect(machine.record.endReason == nil)
+        #expect(machine.record.closer == .client)
+        #expect(machine.record.patterns.isEmpty)
+    }
+}

@@ -272,3 +272,34 @@ extension SessionFailurePathTests {
         }
     }
 }
+
+extension SessionFailurePathTests {
+    @Test("a client's FIN after READY reaches the backend; the backend's FIN ends the session cleanly")
+    func clientHalfCloseAnswered() async throws {
+        try await withScripted(
+            { $0.readyGate = .delay },
+            script: { _, backend in
+                try await backend.acceptUpgrade()
+                let first = try await backend.expectFrame()
+                try await backend.write(serverFrame(.text, first.payload))
+                // The client's FIN: the end of the stream, then the backend leaves too.
+                guard try await backend.readFrame() == nil else { throw ScriptError.ended("expected the client's FIN") }
+                try await backend.drop()
+            }
+        ) { proxy in
+            let frames = try await RawClient.session(port: proxy.port) { client in
+                try await client.write(clientFrame(.text, Array("bye".utf8)))
+                var frames: [WireFrame] = []
+                if let echo = try await client.readFrame() { frames.append(echo) }
+                try await client.channel.channel.close(mode: .output)
+                while let frame = try await client.readFrame() { frames.append(frame) }
+                return frames
+            }
+            #expect(frames.map(\.opcode) == [0x1], "no close frame: the connection just ends, as the backend's did")
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.endReason == nil)
+            #expect(record.closer == .client)
+            #expect(!record.patterns.contains(.upstreamErrorAfterReady))
+        }
+    }
+}

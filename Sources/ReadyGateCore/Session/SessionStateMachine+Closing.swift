@@ -329,10 +329,16 @@ extension SessionStateMachine {
                     .sendClose(to: .client, code: record.clientCloseCode, reason: ""), .closeChannel(.client),
                 ] + closeUpstreamIfGone(&close)
             }
-            // The backend connection was lost mid-session: `1011 upstream closed`. After the
-            // client's own end of input it is the backend's answer to it, not a failure.
+            if close.clientInputClosed {
+                // The client half-closed first (a FIN, no close frame) and the backend answered it
+                // by ending its connection, as a TCP relay's peers would: not a failure. The
+                // client's connection ends the same way.
+                close.clientClosing = true
+                return [.closeChannel(.client)] + closeUpstreamIfGone(&close, always: true)
+            }
+            // The backend connection was lost mid-session: `1011 upstream closed`.
             record.endReason = record.endReason ?? .upstreamClosed
-            var actions = close.clientInputClosed ? [] : errorAfterReady(code: 1006, relaying: relaying, nowMs: nowMs)
+            var actions = errorAfterReady(code: 1006, relaying: relaying, nowMs: nowMs)
             close.proxyClosedClient = true
             actions.append(.sendClose(to: .client, code: 1011, reason: SessionCloseReason.upstreamClosed.reasonText))
             actions += closeUpstreamIfGone(&close, always: true)
