@@ -570,7 +570,6 @@ def scenario_flood(args) -> bool:
         "READYGATE_READY_GATE": "delay", "READYGATE_BASE_DELAY_MS": str(args.flood_delay_ms),
         "READYGATE_ADAPTIVE": "false", "READYGATE_HANDSHAKE_TIMEOUT_MS": str(args.flood_delay_ms + 60_000),
         "READYGATE_MAX_BUFFER_BYTES": str(per_session), "READYGATE_MAX_HELD_BYTES_TOTAL": str(cap)})
-    first_echo(port, 5, "python") if args.flood_delay_ms < 1000 else None
     base = rss(proxy.pid)
     flood = spawn_child("_flood", port, args.flood_clients, args.flood_size, args.flood_delay_ms / 1000 + 10, 60)
     expect_line(flood, "up ", 120)
