@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Allocation-count check of the microbenchmarks in Benchmarks/Micro (package-benchmark with its
+# malloc counter): runs them (release build) and compares each benchmark's malloc count, the p90
+# of its iterations, with the one recorded in Benchmarks/Micro/Thresholds/. Counts are stable from
+# run to run, so the tolerance is zero: one allocation more than recorded fails. Times are measured
+# but not checked (they vary with the machine and its load).
+#
+#   bash Benchmarks/micro-check.sh            # the check
+#   READYGATE_MICROBENCH=1 .ci/run            # CI with it (off by default: its clean release build takes minutes)
+#
+# Fewer allocations than recorded pass, with a note: record the new counts then, so that the
+# improvement is kept (and review the diff of Thresholds/):
+#   cd Benchmarks/Micro && swift package --allow-writing-to-package-directory \
+#       benchmark thresholds update --metric mallocCountTotal
+set -euo pipefail
+cd "$(dirname "$0")/Micro"
+
+if [[ "${READYGATE_SKIP_MICROBENCH:-0}" != 0 ]]; then
+    echo "microbenchmarks skipped (READYGATE_SKIP_MICROBENCH=${READYGATE_SKIP_MICROBENCH})"
+    exit 0
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+swift package benchmark thresholds check --metric mallocCountTotal --no-progress >"$log" 2>&1
+status=$?
+set -e
+# The build's progress lines are noise; the tables and the verdict are what a reader needs.
+grep -v -E '^\[[0-9]+/[0-9]+\]|^(Compiling|Building|Write|Emitting|Linking) ' "$log" || true
+
+echo "micro-check: recorded allocation counts (per batch of 1,000):"
+for file in Thresholds/*.p90.json; do
+    name=${file#Thresholds/ReadyGateMicro.}
+    printf '  %-50s %s\n' "${name%.p90.json}" "$(tr -dc '0-9' <"$file")"
+done
+# The plugin exits 1 for a regression and for an improvement alike; its last words tell them apart.
+if [[ $status == 0 ]]; then
+    echo "micro-check: allocation counts equal to Benchmarks/Micro/Thresholds"
+elif grep -q 'error: benchmarkThresholdImprovement' "$log"; then
+    echo "micro-check: fewer allocations than Benchmarks/Micro/Thresholds records (passes);"
+    echo "micro-check: record the new counts with 'benchmark thresholds update' (see this script's header)"
+elif grep -q 'error: benchmarkThresholdRegression' "$log"; then
+    echo "micro-check: FAILED: more allocations than Benchmarks/Micro/Thresholds records (or none recorded)" >&2
+    exit 1
+else
+    echo "micro-check: FAILED: the benchmark run ended with status $status" >&2
+    exit 1
+fi
