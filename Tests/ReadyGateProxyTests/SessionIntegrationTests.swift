@@ -402,20 +402,32 @@ struct ShutdownTests {
         ) {
             backend,
             proxy in
-            // Bounded: a hang here fails the test instead of the run.
-            let message = try await withTimeout(seconds: 60) {
-                try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) {
-                    connection in
-                    #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
-                    try await connection.send(text: "ready?")
-                    #expect(try await connection.next() == .text("ready?"))
-                    // The shutdown waits for the session, which waits for the client's close frame:
-                    // the client must read and answer while the shutdown runs.
-                    async let shutdown: Void = proxy.server.shutdown(drain: .zero, grace: .seconds(30))
-                    let message = try await connection.next()
-                    try await shutdown
-                    return message
+            // Bounded: a hang here fails the test instead of the run, and says where it stuck (a
+            // rare hang under a heavily loaded machine is not root-caused yet).
+            let stage = NIOLockedValueBoxForTests("connecting")
+            let message: ReceivedMessage?
+            do {
+                message = try await withTimeout(seconds: 60) {
+                    try await DemoWebSocketClient.withConnection(group: testGroup, port: proxy.port) {
+                        connection in
+                        stage.set("waiting for the ready message")
+                        #expect(try await connection.next() == .text(#"{"type":"connection_ready"}"#))
+                        stage.set("waiting for the echo")
+                        try await connection.send(text: "ready?")
+                        #expect(try await connection.next() == .text("ready?"))
+                        // The shutdown waits for the session, which waits for the client's close frame:
+                        // the client must read and answer while the shutdown runs.
+                        stage.set("waiting for the proxy's close frame")
+                        async let shutdown: Void = proxy.server.shutdown(drain: .zero, grace: .seconds(30))
+                        let message = try await connection.next()
+                        stage.set("waiting for the shutdown to return")
+                        try await shutdown
+                        return message
+                    }
                 }
+            } catch {
+                Issue.record("stuck \(stage.get())")
+                throw error
             }
             #expect(message == .close(code: 1001, reason: "going away"))
             #expect(proxy.server.environment.sessions.count == 0, "the shutdown returned with the session still live")
