@@ -368,10 +368,12 @@ extension SessionStateMachine {
 
     /// `upstream_error_after_ready`: the backend failed (1011, or 1006 for a lost connection) within
     /// the error window after READY — the gate was too short for it.
-    private mutating func errorAfterReady(code: UInt16, relaying: Relaying, nowMs: Int) -> [Action] {
+    mutating func errorAfterReady(code: UInt16, relaying: Relaying, nowMs: Int, replayed: Bool = false) -> [Action] {
         let since = nowMs - relaying.readyAtMs
         guard since <= detector.errorAfterReadyWindowMs else { return [] }
-        return note(.upstreamErrorAfterReady, ["close_code": String(code), "ms_after_ready": String(since)])
+        var fields = ["close_code": String(code), "ms_after_ready": String(since)]
+        if replayed { fields["replayed"] = "true" }
+        return note(.upstreamErrorAfterReady, fields)
     }
 
     /// The proxy ends a spliced session (shutdown, an internal error): a close frame to each side,

@@ -26,6 +26,12 @@ extension SessionStateMachine {
         return actions
     }
 
+    /// A replay let go of a backend connection that carried `traffic` to the client: it stays in the
+    /// session's counts (the proxy adds the last connection's when the session ends).
+    public mutating func upstreamReplaced(traffic: WebSocketTrafficStats) {
+        record.upstreamToClient.add(traffic)
+    }
+
     /// Whether a backend failure now would be replayed.
     public var isReplayWindowOpen: Bool {
         if case .relaying(let relaying) = state { return relaying.replayWindowOpen }
@@ -49,11 +55,7 @@ extension SessionStateMachine {
     /// is noted (the gate was too short, so the adaptive delay still learns), and the session goes
     /// back to HANDSHAKE_PENDING with a new upstream attempt.
     mutating func replay(closeCode: UInt16, relaying: Relaying, nowMs: Int) -> [Action] {
-        let since = nowMs - relaying.readyAtMs
-        var actions = note(
-            .upstreamErrorAfterReady,
-            ["close_code": String(closeCode), "ms_after_ready": String(since), "replayed": "true"]
-        )
+        var actions = errorAfterReady(code: closeCode, relaying: relaying, nowMs: nowMs, replayed: true)
         replaysDone += 1
         record.replays = replaysDone
         backendDataDelivered = false

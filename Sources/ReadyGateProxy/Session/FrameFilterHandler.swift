@@ -21,6 +21,9 @@ final class FrameFilterHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.events = events
     }
 
+    /// Keepalive rounds in a row at which the proxy's previous ping was still unanswered.
+    var unansweredRounds = 0
+
     /// Wire bytes of the proxy's own pongs taken out.
     var ownPongBytes: Int { filter.ownPongBytes }
 

@@ -49,10 +49,9 @@ extension WebSocketSession {
         guard machine.isSpliceOpen else { return }
         timers.keepalive = schedule(in: settings.pingIntervalMs) { $0.keepaliveRound() }
         for side in [SessionStateMachine.Side.client, .upstream] {
-            guard let filter = side == .client ? clientFilter : upstreamFilter else { continue }
-            let missed = filter.awaitsPong ? (side == .client ? missedPongs.client : missedPongs.upstream) + 1 : 0
-            if side == .client { missedPongs.client = missed } else { missedPongs.upstream = missed }
-            if missed >= 2 {
+            guard let filter = filter(side) else { continue }
+            filter.unansweredRounds = filter.awaitsPong ? filter.unansweredRounds + 1 : 0
+            if filter.unansweredRounds >= 2 {
                 logger.notice(
                     "peer_unresponsive",
                     metadata: ["side": "\(side.rawValue)", "interval_ms": "\(settings.pingIntervalMs)"]
@@ -62,23 +61,9 @@ extension WebSocketSession {
             }
             // The ping goes into the stream towards `side`, which is what the other side's peer sends.
             atFrameBoundary(of: side == .client ? .upstream : .client) { session in
-                session.sendKeepalivePing(to: side)
+                if session.machine.isSpliceOpen { session.sendOwnPing(to: side) }
             }
         }
-    }
-
-    private func sendKeepalivePing(to side: SessionStateMachine.Side) {
-        guard machine.isSpliceOpen, let filter = side == .client ? clientFilter : upstreamFilter,
-            let glue = side == .client ? clientGlue : upstreamGlue
-        else { return }
-        let payload = (0..<8).map { _ in UInt8.random(in: 0...255, using: &random) }
-        filter.awaitPong(payload: payload)
-        let frame = WebSocketFrameWriter.frame(
-            opcode: .ping,
-            payload: payload,
-            maskingKey: side == .upstream ? UInt32.random(in: 0...UInt32.max, using: &random) : nil
-        )
-        glue.send(clientChannel.allocator.buffer(bytes: frame))
     }
 
     /// Bytes the peers sent, less the pongs to the proxy's own pings.

@@ -2,22 +2,9 @@ import Logging
 import NIOCore
 import ReadyGateCore
 
-/// The ping gate's ping and transparent replay: the session's side of what the
-/// ``FrameFilterHandler`` and the client glue's copy make possible.
+/// Transparent replay: the session's side of what the ``FrameFilterHandler`` and the client glue's
+/// copy make possible.
 extension WebSocketSession {
-    /// Ping gate: a masked ping of the proxy's own to the backend; its pong starts the gate's delay.
-    func sendGatePing() {
-        guard let upstreamGlue, let upstreamFilter else { return }
-        let payload = (0..<8).map { _ in UInt8.random(in: 0...255, using: &random) }
-        upstreamFilter.awaitPong(payload: payload)
-        let frame = WebSocketFrameWriter.frame(
-            opcode: .ping,
-            payload: payload,
-            maskingKey: UInt32.random(in: 0...UInt32.max, using: &random)
-        )
-        upstreamGlue.send(clientChannel.allocator.buffer(bytes: frame))
-    }
-
     /// From READY on, until the window closes: copy what the client sends the backend, and keep
     /// the backend's close frames back.
     func openReplayWindow(ms: Int) {
@@ -28,9 +15,7 @@ extension WebSocketSession {
             logger.debug("replay_copy_overflow", metadata: ["bound": "\(settings.maxBufferBytes)"])
             perform(machine.replayWindowEnded(nowMs: nowMs))
         }
-        timers.replayWindow = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) { [self] in
-            perform(machine.replayWindowEnded(nowMs: nowMs))
-        }
+        timers.replayWindow = schedule(in: ms) { $0.perform($0.machine.replayWindowEnded(nowMs: $0.nowMs)) }
     }
 
     /// No replay can come any more: the copy goes, and the backend's stream flows unfiltered (a
@@ -68,7 +53,7 @@ extension WebSocketSession {
             ]
         )
         if let upstreamWatcher {
-            replacedUpstreamStats.add(upstreamWatcher.stats)
+            machine.upstreamReplaced(traffic: upstreamWatcher.stats)
             upstreamWatcher.detach()
         }
         upstreamFilter?.detach()

@@ -34,14 +34,10 @@ final class WebSocketSession {
     var upstreamFilter: FrameFilterHandler?
     /// Keepalive: the filter that takes the client's pongs to the proxy's pings out.
     var clientFilter: FrameFilterHandler?
-    /// Keepalive rounds in a row whose ping each side had not answered by the next round.
-    var missedPongs: (client: Int, upstream: Int) = (0, 0)
     /// The idle check: the traffic seen at the last check, and when it last changed.
     var idleMark: (bytes: UInt64, atMs: Int) = (0, 0)
     /// Between READY and the end of the replay window: the client's bytes are copied.
     var replayWindowOpen = false
-    /// The traffic of backend connections a replay replaced.
-    var replacedUpstreamStats = WebSocketTrafficStats()
     var upstreamGlue: GlueHandler?
     /// The switched upstream channel.
     var upstreamChannel: (any Channel)?
@@ -172,7 +168,7 @@ final class WebSocketSession {
             trimUpstreamFilter()
             startKeepaliveAndIdleCheck()
         case .sendGatePing:
-            sendGatePing()
+            sendOwnPing(to: .upstream)
         case .openReplayWindow(let ms):
             openReplayWindow(ms: ms)
         case .closeReplayWindow:
@@ -241,8 +237,27 @@ final class WebSocketSession {
         }
     }
 
-    private func glue(_ side: SessionStateMachine.Side) -> GlueHandler? {
+    func glue(_ side: SessionStateMachine.Side) -> GlueHandler? {
         side == .client ? clientGlue : upstreamGlue
+    }
+
+    /// The filter that takes the pongs of `side`'s peer to the proxy's pings out, if there is one.
+    func filter(_ side: SessionStateMachine.Side) -> FrameFilterHandler? {
+        side == .client ? clientFilter : upstreamFilter
+    }
+
+    /// Writes a ping of the proxy's own to `side` (masked towards the backend) with a random 8-byte
+    /// payload, whose pong that side's filter takes out: the ping gate's, or a keepalive's.
+    func sendOwnPing(to side: SessionStateMachine.Side) {
+        guard let filter = filter(side), let glue = glue(side) else { return }
+        let payload = (0..<8).map { _ in UInt8.random(in: 0...255, using: &random) }
+        filter.awaitPong(payload: payload)
+        let frame = WebSocketFrameWriter.frame(
+            opcode: .ping,
+            payload: payload,
+            maskingKey: side == .upstream ? UInt32.random(in: 0...UInt32.max, using: &random) : nil
+        )
+        glue.send(clientChannel.allocator.buffer(bytes: frame))
     }
 
     func logEvent(_ event: RaceEvent) {
@@ -293,7 +308,7 @@ final class WebSocketSession {
         machine.closed(nowMs: nowMs)
         var record = machine.record
         record.clientToUpstream = clientWatcher?.stats ?? WebSocketTrafficStats()
-        record.upstreamToClient = replacedUpstreamStats
+        // Added to what the backend connections a replay replaced carried.
         if let upstreamWatcher { record.upstreamToClient.add(upstreamWatcher.stats) }
         // Counted before the summary is logged: whoever reads the summary finds the metrics.
         environment.metrics.sessionEnded(record)
