@@ -36,7 +36,7 @@ public final class ReadyGateServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if environment.connectionLimit.admit(channel) {
-                        try configureHTTP1(channel: channel, environment: environment)
+                        try ConnectionPipeline.configure(channel: channel, environment: environment)
                     } else {
                         try ConnectionRefusalHandler.configure(channel: channel, metrics: environment.metrics)
                     }

@@ -1,0 +1,17 @@
+import NIOCore
+
+/// What an admitted connection gets, by listener kind. The seam between the transports: TLS
+/// (`TLS/`) decides by ALPN, the plaintext listener by the connection's first bytes (`HTTP2/`);
+/// both end in ``ReadyGateServer/configureHTTP1(channel:environment:)`` or
+/// ``HTTP2Pipeline/configure(channel:environment:)``.
+enum ConnectionPipeline {
+    /// Installs the handlers of a connection that the connection limit admitted.
+    static func configure(channel: any Channel, environment: ProxyEnvironment) throws {
+        try configurePlaintext(channel: channel, environment: environment)
+    }
+
+    /// The plaintext listener: HTTP/1.1 (h2c with prior knowledge comes here too).
+    static func configurePlaintext(channel: any Channel, environment: ProxyEnvironment) throws {
+        try ReadyGateServer.configureHTTP1(channel: channel, environment: environment)
+    }
+}
