@@ -5,34 +5,39 @@
 #   SKIP_BUILD=1 Benchmarks/run.sh    # reuse the release builds
 #
 # Every load run is bounded in time; every process started here is stopped on exit (trap).
-# Knobs (environment): THREADS (workers per proxy, default 2), DURATION (s, default 10),
-# RATE (msg/s for the latency run, default 10000), CONNS, INFLIGHT, SIZE, LAT_CONNS,
-# IDLE_SESSIONS, FIRST_SESSIONS, WRK_DURATION, TOOL_THREADS, TARGETS, OUT (markdown path),
-# ROUNDS and ROUND_DURATION (the interleaved throughput rounds, default 5 x 4 s; ROUNDS=0 skips them).
+# Every measure runs in ROUNDS interleaved rounds (default 5): all targets up at once, taking turns
+# in a rotated order; the report gives medians over the rounds.
+# Knobs (environment): THREADS (workers per proxy, default 2), DURATION (s per round of throughput,
+# latency and sessions per second, default 4), RATE (msg/s for the latency run, default 10000),
+# CONNS, INFLIGHT, SIZE, LAT_CONNS, IDLE_SESSIONS (per round, default 4000), IDLE_HOLD,
+# FIRST_SESSIONS (per round, default 100), SESSION_CONCURRENCY, WRK_DURATION, TOOL_THREADS, TARGETS,
+# OUT (markdown path), ROUNDS.
+# H2=0 skips the HTTP/2 and TLS part (Benchmarks/h2.sh, run after the rest).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
 COMMAND_LINE="Benchmarks/run.sh${*:+ $*}"
-for v in THREADS DURATION RATE CONNS INFLIGHT SIZE LAT_CONNS IDLE_SESSIONS FIRST_SESSIONS WRK_DURATION TOOL_THREADS TARGETS \
-    ROUNDS ROUND_DURATION; do
+for v in THREADS DURATION RATE CONNS INFLIGHT SIZE LAT_CONNS IDLE_SESSIONS IDLE_HOLD FIRST_SESSIONS SESSION_CONCURRENCY \
+    WRK_DURATION TOOL_THREADS TARGETS ROUNDS H2; do
     if [[ -n "${!v:-}" ]]; then COMMAND_LINE="$v=${!v} $COMMAND_LINE"; fi
 done
 
 THREADS="${THREADS:-2}"
-DURATION="${DURATION:-10}"
+DURATION="${DURATION:-4}"
 RATE="${RATE:-10000}"
 CONNS="${CONNS:-50}"
 INFLIGHT="${INFLIGHT:-8}"
 SIZE="${SIZE:-64}"
 LAT_CONNS="${LAT_CONNS:-50}"
-IDLE_SESSIONS="${IDLE_SESSIONS:-9500}"
-FIRST_SESSIONS="${FIRST_SESSIONS:-300}"
-WRK_DURATION="${WRK_DURATION:-10}"
+IDLE_SESSIONS="${IDLE_SESSIONS:-4000}"
+IDLE_HOLD="${IDLE_HOLD:-4}"
+FIRST_SESSIONS="${FIRST_SESSIONS:-100}"
+SESSION_CONCURRENCY="${SESSION_CONCURRENCY:-20}"
+WRK_DURATION="${WRK_DURATION:-4}"
 TOOL_THREADS="${TOOL_THREADS:-2}"
 TARGETS="${TARGETS:-direct nginx haproxy readygate}"
 ROUNDS="${ROUNDS:-5}"
-ROUND_DURATION="${ROUND_DURATION:-4}"
 OUT="${OUT:-$ROOT/docs/benchmarks.md}"
 
 # Fixed ports below the ephemeral range (widened to 15000-64999 below), so that no outgoing
@@ -191,53 +196,68 @@ stop_proxy() {
 
 bench() { "$TOOLS/ws-bench" "$@" --threads "$TOOL_THREADS" --size "$SIZE"; }
 
-# --- one target ---------------------------------------------------------------------------
-run_target() {
-    local target="$1" port="${PORT[$1]}" line
-    log "target $target (port $port)"
-    start_proxy "$target"
+# --- one target, one round -----------------------------------------------------------------
+# Every measure runs in rounds: all targets are up at once and take turns (in a rotated order each
+# round), so a busy moment of the shared machine costs one round of each target, not one target's
+# whole measurement. The report takes the median of the rounds for every number.
+measure_round() { # target pid round
+    local target="$1" pid="$2" round="$3" port="${PORT[$1]}" line u0 s0 u1 s1
+    local tag=(jq -c --argjson round "$round" '. + {round: $round}')
+    log "round $round: $target"
 
-    line="$(bench first-echo --port "$port" --label "$target" --sessions "$FIRST_SESSIONS")"
-    record "$line"
-    [[ "$target" == readygate0 ]] && { stop_proxy; return 0; }
+    record "$(bench first-echo --port "$port" --label "$target" --sessions "$FIRST_SESSIONS" | "${tag[@]}")"
+    [[ "$target" == readygate0 ]] && return 0
 
     # Closed-loop throughput, with the proxy's CPU before and after.
-    local c0 c1 msgs u0 s0 u1 s1
-    read -r u0 s0 <<<"$(cpu_ticks "${PROXY_PID:-$ECHO_PID}")"
+    read -r u0 s0 <<<"$(cpu_ticks "$pid")"
     line="$(bench throughput --port "$port" --label "$target" --connections "$CONNS" --inflight "$INFLIGHT" --duration "$DURATION")"
-    read -r u1 s1 <<<"$(cpu_ticks "${PROXY_PID:-$ECHO_PID}")"
-    record "$(jq -c --argjson t "$((u1 + s1 - u0 - s0))" --argjson ut "$((u1 - u0))" --argjson st "$((s1 - s0))" --argjson hz "$CLK_TCK" --arg who "$([[ -n "${PROXY_PID:-}" ]] && echo proxy || echo echo)" \
-        '. + {cpu_of: $who, cpu_ticks: $t, user_ticks: $ut, sys_ticks: $st, cpu_us_per_msg: ($t * 1000000 / $hz / .messages_total), user_us_per_msg: ($ut * 1000000 / $hz / .messages_total), sys_us_per_msg: ($st * 1000000 / $hz / .messages_total)}' <<<"$line")"
+    read -r u1 s1 <<<"$(cpu_ticks "$pid")"
+    record "$(jq -c --argjson round "$round" --argjson t "$((u1 + s1 - u0 - s0))" --argjson ut "$((u1 - u0))" --argjson st "$((s1 - s0))" --argjson hz "$CLK_TCK" \
+        '. + {round: $round, cpu_ticks: $t, user_ticks: $ut, sys_ticks: $st, cpu_us_per_msg: ($t * 1000000 / $hz / .messages_total), user_us_per_msg: ($ut * 1000000 / $hz / .messages_total), sys_us_per_msg: ($st * 1000000 / $hz / .messages_total)}' <<<"$line")"
 
     # Open-loop latency at a fixed rate.
-    record "$(bench latency --port "$port" --label "$target" --rate "$RATE" --duration "$DURATION" --connections "$LAT_CONNS")"
+    record "$(bench latency --port "$port" --label "$target" --rate "$RATE" --duration "$DURATION" --connections "$LAT_CONNS" | "${tag[@]}")"
 
-    # Idle sessions: RSS before and after they are all up (each did one echo, so it is spliced).
-    local r0 r1 idle_out="$WORK/idle-$target.jsonl" ipid up
-    r0="$(rss_kib "${PROXY_PID:-$ECHO_PID}")"
-    bench idle --port "$port" --label "$target" --sessions "$IDLE_SESSIONS" --hold 8 --concurrency 200 >"$idle_out" &
+    # New sessions per second: connect, upgrade, one echo, close, again.
+    record "$(bench sessions --port "$port" --label "$target" --concurrency "$SESSION_CONCURRENCY" --duration "$DURATION" | "${tag[@]}")"
+
+    # Plain HTTP through the proxy (wrk), when the target forwards plain HTTP.
+    run_wrk "$target" "$port" "$pid" "$round"
+}
+
+# Memory per idle session: the target is restarted first, so every round starts from a fresh
+# process (RSS does not shrink back after sessions close), then RSS before and after the sessions
+# are all up (each did one echo, so it is spliced).
+measure_idle() { # target round -> sets RUNNING_PID[target] anew
+    local target="$1" round="$2" port="${PORT[$1]}" pid r0 r1 idle_out="$WORK/idle-$1-$2.jsonl" ipid up
+    if [[ "$target" != direct ]]; then
+        PROXY_PID="${RUNNING_PID[$target]}"
+        stop_proxy
+        start_proxy "$target"
+        RUNNING_PID[$target]="$PROXY_PID"
+        PROXY_PID=""
+    fi
+    pid="${RUNNING_PID[$target]}"
+    r0="$(rss_kib "$pid")"
+    bench idle --port "$port" --label "$target" --sessions "$IDLE_SESSIONS" --hold "$IDLE_HOLD" --concurrency 200 >"$idle_out" &
     ipid=$!
     PIDS+=("$ipid")
     for _ in $(seq 1200); do grep -q all_up "$idle_out" 2>/dev/null && break; kill -0 "$ipid" 2>/dev/null || break; sleep 0.1; done
     sleep 2
-    r1="$(rss_kib "${PROXY_PID:-$ECHO_PID}")"
+    r1="$(rss_kib "$pid")"
     wait "$ipid" || true
     up="$(grep all_up "$idle_out" | jq -r .sessions)"
-    record "$(grep all_up "$idle_out" | jq -c --argjson r0 "$r0" --argjson r1 "$r1" \
-        '. + {rss_before_kib: $r0, rss_after_kib: $r1, kib_per_session: (if .sessions > 0 then ($r1 - $r0) / .sessions else null end)}')"
-    log "  idle: $up sessions, RSS $r0 -> $r1 KiB"
+    record "$(grep all_up "$idle_out" | jq -c --argjson round "$round" --argjson r0 "$r0" --argjson r1 "$r1" \
+        '. + {round: $round, rss_before_kib: $r0, rss_after_kib: $r1, kib_per_session: (if .sessions > 0 then ($r1 - $r0) / .sessions else null end)}')"
+    log "  idle $target: $up sessions, RSS $r0 -> $r1 KiB"
     sleep 1
-
-    # Plain HTTP through the proxy (wrk), when the target forwards plain HTTP.
-    run_wrk "$target" "$port" "${PROXY_PID:-$ECHO_PID}"
-    stop_proxy
 }
 
-run_wrk() { # label port pid: wrk req/s, and the CPU per request of pid's process tree
-    local label="$1" port="$2" pid="$3" status out rps reqs u0 s0 u1 s1
+run_wrk() { # label port pid [round]: wrk req/s, and the CPU per request of pid's process tree
+    local label="$1" port="$2" pid="$3" round="${4:-1}" status out rps reqs u0 s0 u1 s1
     status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)"
     if [[ "$status" != 200 ]]; then
-        record "$(jq -nc --arg l "$label" --arg s "$status" '{mode: "wrk", label: $l, requests_per_s: null, status: $s}')"
+        record "$(jq -nc --arg l "$label" --arg s "$status" --argjson round "$round" '{mode: "wrk", label: $l, round: $round, requests_per_s: null, status: $s}')"
         return 0
     fi
     read -r u0 s0 <<<"$(cpu_ticks "$pid")"
@@ -245,8 +265,8 @@ run_wrk() { # label port pid: wrk req/s, and the CPU per request of pid's proces
     read -r u1 s1 <<<"$(cpu_ticks "$pid")"
     rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
     reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
-    record "$(jq -nc --arg l "$label" --argjson r "${rps:-0}" --argjson n "${reqs:-0}" --argjson t "$((u1 + s1 - u0 - s0))" \
-        --argjson hz "$CLK_TCK" '{mode: "wrk", label: $l, requests_per_s: $r, requests: $n,
+    record "$(jq -nc --arg l "$label" --argjson round "$round" --argjson r "${rps:-0}" --argjson n "${reqs:-0}" --argjson t "$((u1 + s1 - u0 - s0))" \
+        --argjson hz "$CLK_TCK" '{mode: "wrk", label: $l, round: $round, requests_per_s: $r, requests: $n,
         cpu_us_per_request: (if $n > 0 then $t * 1000000 / $hz / $n else null end)}')"
 }
 
@@ -262,31 +282,30 @@ run_hello() {
     kill "$pid" 2>/dev/null || true
 }
 
-# --- interleaved rounds -------------------------------------------------------------------
-# Throughput and CPU per message once more, with every proxy up at once and the targets taking
-# turns, ROUNDS times: a busy moment of the shared machine then costs one round of each target,
-# not one target's whole measurement. The report judges the ratios by the medians.
+# --- rounds ---------------------------------------------------------------------------------
+rotate() { # n words... -> the words rotated left by n
+    local n="$1"
+    shift
+    local words=("$@") i
+    for ((i = 0; i < ${#words[@]}; i++)); do printf '%s ' "${words[$(((i + n) % ${#words[@]}))]}"; done
+}
+
 run_rounds() {
-    ((ROUNDS > 0)) || return 0
-    local -A pid
-    local t r line u0 s0 u1 s1
-    log "interleaved throughput: $ROUNDS rounds x ${ROUND_DURATION} s per target"
-    for t in $TARGETS; do
+    local t r order
+    declare -gA RUNNING_PID=()
+    log "$ROUNDS interleaved rounds over: $TARGETS${RG0:+ readygate0}"
+    for t in $TARGETS $RG0; do
         start_proxy "$t"
-        pid[$t]="${PROXY_PID:-$ECHO_PID}"
+        RUNNING_PID[$t]="${PROXY_PID:-$ECHO_PID}"
     done
     PROXY_PID=""
     for r in $(seq "$ROUNDS"); do
-        for t in $TARGETS; do
-            read -r u0 s0 <<<"$(cpu_ticks "${pid[$t]}")"
-            line="$(bench throughput --port "${PORT[$t]}" --label "$t" --connections "$CONNS" --inflight "$INFLIGHT" --duration "$ROUND_DURATION")"
-            read -r u1 s1 <<<"$(cpu_ticks "${pid[$t]}")"
-            record "$(jq -c --argjson r "$r" --argjson t "$((u1 + s1 - u0 - s0))" --argjson hz "$CLK_TCK" \
-                '. + {mode: "throughput_round", round: $r, cpu_us_per_msg: ($t * 1000000 / $hz / .messages_total)}' <<<"$line")"
-        done
+        order="$(rotate "$((r - 1))" $TARGETS $RG0)"
+        for t in $order; do measure_round "$t" "${RUNNING_PID[$t]}" "$r"; done
+        for t in $order; do [[ "$t" == readygate0 ]] || measure_idle "$t" "$r"; done
     done
-    for t in $TARGETS; do
-        [[ "$t" == direct ]] || kill "${pid[$t]}" 2>/dev/null || true
+    for t in $TARGETS $RG0; do
+        [[ "$t" == direct ]] || kill "${RUNNING_PID[$t]}" 2>/dev/null || true
     done
 }
 
@@ -300,15 +319,18 @@ START_TIME="$(date -u '+%Y-%m-%d %H:%M UTC')"
 
 # exec -> accepting, before the echo backend carries load (ReadyGate needs no backend to listen).
 proxy_env readygate "$STARTUP_PORT"
-record "$("$TOOLS/ws-bench" startup --port "$STARTUP_PORT" --runs 7 --label readygate -- "$RG_BIN" serve)"
-for t in nginx haproxy; do
-    proxy_cmd "$t" "$STARTUP_PORT"
-    record "$("$TOOLS/ws-bench" startup --port "$STARTUP_PORT" --runs 7 --label "$t" -- "${PROXY_CMD[@]}")"
+# Interleaved like everything else: 7 rounds of one start per target.
+for r in $(seq 7); do
+    for t in readygate nginx haproxy; do
+        if [[ "$t" == readygate ]]; then PROXY_CMD=("$RG_BIN" serve); else proxy_cmd "$t" "$STARTUP_PORT"; fi
+        record "$("$TOOLS/ws-bench" startup --port "$STARTUP_PORT" --runs 1 --label "$t" -- "${PROXY_CMD[@]}" |
+            jq -c --argjson round "$r" '. + {round: $round}')"
+    done
 done
 
 start_echo
-for t in $TARGETS; do run_target "$t"; done
-[[ " $TARGETS " == *" readygate "* ]] && run_target readygate0
+RG0=""
+[[ " $TARGETS " == *" readygate "* ]] && RG0=readygate0
 run_rounds
 run_hello
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -325,9 +347,16 @@ REPORT_ARGS=(--command "$COMMAND_LINE" --nproc "$(nproc)" --cpu "$CPU_MODEL" --k
     --duration "$DURATION" --rate "$RATE" --conns "$CONNS" --inflight "$INFLIGHT" --size "$SIZE"
     --lat-conns "$LAT_CONNS" --idle "$IDLE_SESSIONS" --first "$FIRST_SESSIONS" --nofile "$NOFILE"
     --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" --date "$START_TIME" --tool-threads "$TOOL_THREADS"
-    --rounds "$ROUNDS" --round-duration "$ROUND_DURATION")
+    --rounds "$ROUNDS" --idle-hold "$IDLE_HOLD" --session-concurrency "$SESSION_CONCURRENCY" --wrk-duration "$WRK_DURATION")
 # Kept so that `Benchmarks/report.py` can be re-run on these results (e.g. after editing notes.md):
 #   python3 Benchmarks/report.py Benchmarks/results/latest.jsonl docs/benchmarks.md --args-file Benchmarks/results/latest.args
 printf '%s\n' "${REPORT_ARGS[@]}" >"$HERE/results/latest.args"
 python3 "$HERE/report.py" "$RESULTS" "$OUT" "${REPORT_ARGS[@]}"
 log "results: $HERE/results/latest.jsonl; report: $OUT"
+
+# --- HTTP/2 and TLS (h2load) ----------------------------------------------------------------
+# A run of its own (Benchmarks/h2.sh, own ports and echo backend); it re-writes the report with an
+# "HTTP/2 and TLS" section. H2=0 skips it.
+if [[ "${H2:-1}" == 1 ]]; then
+    bash "$HERE/h2.sh"
+fi

@@ -242,6 +242,56 @@ struct FirstEcho: ParsableCommand {
     }
 }
 
+struct Sessions: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "New sessions per second: C loops, each connect, upgrade, one echo, close, then again.")
+    @OptionGroup var target: Target
+    @Option(help: "Sessions in progress at once.") var concurrency = 20
+    @Option(help: "Measured seconds.") var duration = 5.0
+
+    func run() throws {
+        try target.withLoad { group, shared, frame in
+            let done = ManagedAtomic<Int>(0)
+            let failed = ManagedAtomic<Int>(0)
+            let stop = ManagedAtomic<Bool>(false)
+            let loops = DispatchGroup()
+            let host = target.host
+            let port = target.port
+            @Sendable func next() {
+                if stop.load(ordering: .relaxed) {
+                    loops.leave()
+                    return
+                }
+                let s = openSession(group: group, host: host, port: port, mode: .single, frame: frame, shared: shared)
+                s.echoed.whenComplete { result in
+                    switch result {
+                    case .success: done.wrappingIncrement(ordering: .relaxed)
+                    case .failure: failed.wrappingIncrement(ordering: .relaxed)
+                    }
+                    // The next session starts once this one's connection is closed.
+                    s.channel.flatMap { $0.close() }.whenComplete { _ in next() }
+                }
+            }
+            let start = nowNanos()
+            for _ in 0..<concurrency {
+                loops.enter()
+                next()
+            }
+            sleepSeconds(duration)
+            stop.store(true, ordering: .relaxed)
+            let elapsed = Double(nowNanos() - start) / 1e9
+            let completed = done.load(ordering: .relaxed)
+            _ = loops.wait(timeout: .now() + 30)
+            let rate = Double(completed) / elapsed
+            say(String(format: "[%@] sessions: %.0f/s (%d in %.1f s, %d failed)", target.label, rate, completed, elapsed, failed.load(ordering: .relaxed)))
+            emit([
+                ("mode", "sessions"), ("label", target.label), ("concurrency", concurrency), ("seconds", elapsed),
+                ("sessions", completed), ("failed", failed.load(ordering: .relaxed)), ("sessions_per_s", rate),
+            ])
+        }
+    }
+}
+
 struct Startup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Spawns a server command and measures exec-to-accepting on a port (polling connect every 100 us).")
@@ -307,5 +357,5 @@ struct WSBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ws-bench",
         abstract: "ReadyGate's WebSocket load tool (loopback only). One JSON line per result on stdout.",
-        subcommands: [Throughput.self, Latency.self, Idle.self, FirstEcho.self, Startup.self])
+        subcommands: [Throughput.self, Latency.self, Idle.self, FirstEcho.self, Sessions.self, Startup.self])
 }
