@@ -7,7 +7,11 @@ import NIOCore
 enum ConnectionPipeline {
     /// Installs the handlers of a connection that the connection limit admitted.
     static func configure(channel: any Channel, environment: ProxyEnvironment) throws {
-        try configurePlaintext(channel: channel, environment: environment)
+        if let tls = environment.tls.server {
+            try TLSConnectionPipeline.configure(channel: channel, tls: tls, environment: environment)
+        } else {
+            try configurePlaintext(channel: channel, environment: environment)
+        }
     }
 
     /// The plaintext listener: HTTP/1.1 (h2c with prior knowledge comes here too).

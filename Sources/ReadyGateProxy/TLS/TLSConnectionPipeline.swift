@@ -1,0 +1,50 @@
+import Logging
+import NIOCore
+import NIOSSL
+import NIOTLS
+
+/// A connection of the TLS listener: `NIOSSLServerHandler` with the context current at the accept,
+/// a ``TLSHandshakeWatch``, and NIO's ALPN handler, which installs the protocol's handlers once
+/// the handshake is done: HTTP/2 for `h2`, HTTP/1.1 for `http/1.1` or no ALPN.
+enum TLSConnectionPipeline {
+    static func configure(channel: any Channel, tls: ServerTLS, environment: ProxyEnvironment) throws {
+        // No half-closure under TLS: with it, NIOSSL 2.37 answers a client's close_notify to the
+        // proxy's own only after its 5 s shutdown timeout, holding every closed connection (and
+        // its slot) that long. A client's close_notify ends the connection, as browsers mean it.
+        try channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: false)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(NIOSSLServerHandler(context: tls.context))
+        try sync.addHandler(
+            TLSHandshakeWatch(
+                timeout: .milliseconds(Int64(environment.settings.httpHeaderTimeoutMs)),
+                failures: environment.tlsHandshakeFailures
+            )
+        )
+        try sync.addHandler(
+            ApplicationProtocolNegotiationHandler { result, channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try configureNegotiated(result, channel: channel, environment: environment)
+                }
+            }
+        )
+    }
+
+    /// The handlers of the negotiated protocol. A protocol the proxy cannot serve closes the
+    /// connection, with a log line.
+    static func configureNegotiated(_ result: ALPNResult, channel: any Channel, environment: ProxyEnvironment) throws {
+        switch result {
+        case .negotiated("h2"):
+            do {
+                try HTTP2Pipeline.configure(channel: channel, environment: environment)
+            } catch {
+                environment.logger.warning(
+                    "tls_alpn_h2_failed",
+                    metadata: ["error": "\(error)", "client": "\(channel.remoteAddress?.description ?? "-")"]
+                )
+                channel.close(promise: nil)
+            }
+        case .negotiated, .fallback:
+            try ReadyGateServer.configureHTTP1(channel: channel, environment: environment)
+        }
+    }
+}
