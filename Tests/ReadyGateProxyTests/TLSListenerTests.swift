@@ -71,6 +71,7 @@ struct TLSListenerTests {
             #expect(echoes == ["early-1", "early-2", "early-3"])
             let records = try await proxy.sessions.waitFor(1)
             #expect(records.first?.earlyFrames == 3, "\(records)")
+            #expect(backend.counters.requests.first?.headers["X-Forwarded-Proto"] == ["https"])
         }
     }
 
@@ -101,6 +102,9 @@ struct TLSListenerTests {
             #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer)")
             #expect(answer.hasSuffix("hello"), "\(answer)")
             #expect(backend.snapshot.heads.map(\.uri) == ["/plain"])
+            let forwarded = backend.snapshot.heads.first?.headers
+            #expect(forwarded?["X-Forwarded-Proto"] == ["https"])
+            #expect(forwarded?["Forwarded"].first?.contains(";proto=https") == true, "\(String(describing: forwarded))")
         } catch {
             try? await proxy.stop()
             try? await backend.close()

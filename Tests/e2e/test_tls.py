@@ -115,7 +115,10 @@ def test_https_with_curl_over_http1(backend, readygate, pki):
                f"https://localhost:{rg.port}/http/info")
     assert out.returncode == 0, out.stderr.decode() + rg.log()
     info = json.loads(out.stdout)
-    assert dict(info["headers"])["host"] == f"localhost:{rg.port}"
+    headers = dict(info["headers"])
+    assert headers["host"] == f"localhost:{rg.port}"
+    assert headers["x-forwarded-proto"] == "https"
+    assert headers["forwarded"] == f"for=127.0.0.1;proto=https;host=\"localhost:{rg.port}\""
 
 
 def test_plaintext_client_on_the_tls_port_is_closed_and_others_are_served(backend, readygate, pki):

@@ -59,7 +59,7 @@ extension WebSocketSession {
             key: handshake.upstreamKey,
             keepExtensions: keepsExtensions,
             clientAddress: clientChannel.remoteAddress?.ipAddress,
-            proto: "http"
+            proto: environment.forwardedProto
         )
         if machine.acceptMode == .immediate && settings.subprotocols != nil {
             list.remove("sec-websocket-protocol")

@@ -71,6 +71,9 @@ extension ProxyEnvironment {
         return true
     }
 
+    /// The scheme the clients used, for `X-Forwarded-Proto` and `Forwarded: proto=`.
+    var forwardedProto: String { tls.server == nil ? "http" : "https" }
+
     /// The listener's failed handshakes (made with the TLS; a stand-in that only counts otherwise).
     var tlsHandshakeFailures: TLSHandshakeFailures {
         tls.handshakeFailures
