@@ -158,6 +158,24 @@ struct TLSListenerTests {
         }
     }
 
+    @Test("past READYGATE_MAX_CONNECTIONS a TLS client gets its 503 over TLS")
+    func refusedOverTLS() async throws {
+        try await withTLSProxy(proxy: { $0.maxConnections = 1 }) { _, proxy, pki in
+            let context = try TLSTestClient.context(pki: pki)
+            let answer = try await withTimeout(seconds: 20) {
+                try await TLSTestClient.session(port: proxy.port, context: context) { _ in
+                    try await TLSTestClient.exchange(
+                        port: proxy.port,
+                        context: context,
+                        request: "GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                    )
+                }
+            }
+            #expect(answer.hasPrefix("HTTP/1.1 503"), "\(answer)")
+            #expect(answer.hasSuffix(ConnectionRefusalHandler.body), "\(answer)")
+        }
+    }
+
     @Test("a client sending another SNI name gets the one certificate and is served")
     func otherSNI() async throws {
         try await withTLSProxy { _, proxy, pki in

@@ -89,6 +89,25 @@ struct UpstreamTLSTests {
         }
     }
 
+    @Test("a client that leaves mid-session: the proxy closes the TLS backend connection and the session ends")
+    func clientLeaves() async throws {
+        let pki = try TestPKI.get()
+        try await withTLSBackend(files: pki.server, script: Self.echoScript) { _, proxy in
+            let clock = ContinuousClock()
+            let start = clock.now
+            try await withTimeout(seconds: 20) {
+                try await RawClient.session(port: proxy.port) { client in
+                    try await client.write(clientFrame(.text, Array("hi".utf8)))
+                    while try await client.expectFrame().text != "hi" {}
+                    try await client.drop()
+                }
+            }
+            let record = try await proxy.sessions.waitFor(1)[0]
+            #expect(record.closer == .client, "\(record)")
+            #expect(clock.now - start < .seconds(4), "not held by a TLS shutdown timeout (5 s)")
+        }
+    }
+
     @Test("https backend by IP address: verified against the certificate's IP, no SNI sent")
     func byAddress() async throws {
         let pki = try TestPKI.get()

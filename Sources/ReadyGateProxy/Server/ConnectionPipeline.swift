@@ -14,6 +14,15 @@ enum ConnectionPipeline {
         }
     }
 
+    /// A connection past `READYGATE_MAX_CONNECTIONS`: answered `503` (over TLS on the TLS listener).
+    static func configureRefused(channel: any Channel, environment: ProxyEnvironment) throws {
+        if let tls = environment.tls.server {
+            try TLSConnectionPipeline.configureRefused(channel: channel, tls: tls, environment: environment)
+        } else {
+            try ConnectionRefusalHandler.configure(channel: channel, metrics: environment.metrics)
+        }
+    }
+
     /// The plaintext listener: HTTP/1.1 (h2c with prior knowledge comes here too).
     static func configurePlaintext(channel: any Channel, environment: ProxyEnvironment) throws {
         try ReadyGateServer.configureHTTP1(channel: channel, environment: environment)

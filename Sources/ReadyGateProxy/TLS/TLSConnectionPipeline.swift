@@ -29,6 +29,30 @@ enum TLSConnectionPipeline {
         )
     }
 
+    /// A connection past `READYGATE_MAX_CONNECTIONS`: the handshake (bounded by the refusal's own
+    /// timeout), then the `503` of ``ConnectionRefusalHandler`` over HTTP/1.1; an `h2` client is
+    /// closed after the handshake (the refusal speaks HTTP/1.1 only).
+    static func configureRefused(channel: any Channel, tls: ServerTLS, environment: ProxyEnvironment) throws {
+        try channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: false)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(NIOSSLServerHandler(context: tls.context))
+        try sync.addHandler(
+            TLSHandshakeWatch(timeout: ConnectionRefusalHandler.timeout, failures: environment.tlsHandshakeFailures)
+        )
+        let metrics = environment.metrics
+        try sync.addHandler(
+            ApplicationProtocolNegotiationHandler { result, channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if case .negotiated("h2") = result {
+                        channel.close(promise: nil)
+                    } else {
+                        try ConnectionRefusalHandler.configure(channel: channel, metrics: metrics)
+                    }
+                }
+            }
+        )
+    }
+
     /// The handlers of the negotiated protocol. A protocol the proxy cannot serve closes the
     /// connection, with a log line.
     static func configureNegotiated(_ result: ALPNResult, channel: any Channel, environment: ProxyEnvironment) throws {
