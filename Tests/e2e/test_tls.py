@@ -155,11 +155,12 @@ def test_bad_tls_files_stop_the_process(readygate_bin, pki, tmp_path, case):
     else:
         env.pop("READYGATE_TLS_CERT", None)
         env.update({"READYGATE_TLS_KEY": str(pki / "server.key")})
-    out = subprocess.run([str(readygate_bin), "serve"], env=env, capture_output=True, timeout=30,
-                         stdin=subprocess.DEVNULL, check=False)
-    stderr = out.stderr.decode()
-    assert out.returncode == 2, stderr
-    assert expected_variable in stderr and expected_path in stderr, stderr
+    for command in ("serve", "check-config"):
+        out = subprocess.run([str(readygate_bin), command], env=env, capture_output=True, timeout=30,
+                             stdin=subprocess.DEVNULL, check=False)
+        stderr = out.stderr.decode()
+        assert out.returncode == 2, f"{command}: {stderr}"
+        assert expected_variable in stderr and expected_path in stderr, f"{command}: {stderr}"
 
 
 def test_sighup_reloads_the_certificate_and_keeps_sessions(backend, readygate, pki, tmp_path):

@@ -28,6 +28,13 @@ extension ProxyEnvironment {
         useTLS(server: server, upstream: upstream)
     }
 
+    /// Reads the TLS files `settings` names as ``loadTLS()`` does, and throws what it would
+    /// (`readygate check-config`).
+    public static func checkTLSFiles(_ settings: ReadyGateSettings) throws(TLSFileError) {
+        if let files = settings.tls { _ = try ServerTLS(files: files) }
+        if settings.upstream.usesTLS { _ = try UpstreamTLS(target: settings.upstream, caPath: settings.upstreamCAPath) }
+    }
+
     /// Uses these TLS contexts for connections from now on (``loadTLS()``, and tests with
     /// contexts of their own).
     public mutating func useTLS(server: ServerTLS?, upstream: UpstreamTLS?) {
