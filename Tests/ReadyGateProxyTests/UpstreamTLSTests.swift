@@ -108,6 +108,34 @@ struct UpstreamTLSTests {
         }
     }
 
+    @Test("a backend that never answers the close: the proxy closes its TLS connection after the linger")
+    func backendIgnoresClose() async throws {
+        let pki = try TestPKI.get()
+        let script: @Sendable (Int, inout ScriptedConnection) async throws -> Void = { _, connection in
+            try await connection.acceptUpgrade()
+            try await connection.write(serverFrame(.text, Array(#"{"type":"connection_ready"}"#.utf8)))
+            while let frame = try await connection.readFrame() {
+                if frame.opcode == 0x1 { try await connection.write(serverFrame(.text, frame.payload)) }
+            }
+        }
+        try await withTLSBackend(files: pki.server, script: script, proxy: { $0.closeLingerMs = 100 }) { _, proxy in
+            let clock = ContinuousClock()
+            let start = clock.now
+            try await withTimeout(seconds: 20) {
+                try await RawClient.session(port: proxy.port) { client in
+                    try await client.write(clientFrame(.text, Array("hi".utf8)))
+                    while try await client.expectFrame().text != "hi" {}
+                    try await client.write(clientFrame(.close, closePayload(1000)))
+                    _ = try await client.readAll()
+                }
+            }
+            let record = try await proxy.sessions.waitFor(1)[0]
+            #expect(record.clientSentClose, "\(record)")
+            // NIOSSL's shutdown timeout is 5 s; the linger is 100 ms.
+            #expect(clock.now - start < .seconds(3), "the backend connection closed without the TLS shutdown timeout")
+        }
+    }
+
     @Test("https backend by IP address: verified against the certificate's IP, no SNI sent")
     func byAddress() async throws {
         let pki = try TestPKI.get()
