@@ -25,7 +25,7 @@ extension WebSocketSession {
                     // error, a failed connect attempt.
                     if let tls {
                         try sync.addHandler(tls.makeHandler())
-                        try sync.addHandler(UpstreamTLSCloser())
+                        try sync.addHandler(TLSCloser())
                         try sync.addHandler(UpstreamTLSHandshakeWatch(promise: nil, failures: tlsFailures))
                     }
                     try sync.addHandler(UpstreamEOFGate())

@@ -8,12 +8,11 @@ import NIOTLS
 /// the handshake is done: HTTP/2 for `h2`, HTTP/1.1 for `http/1.1` or no ALPN.
 enum TLSConnectionPipeline {
     static func configure(channel: any Channel, tls: ServerTLS, environment: ProxyEnvironment) throws {
-        // No half-closure under TLS: with it, NIOSSL 2.37 answers a client's close_notify to the
-        // proxy's own only after its 5 s shutdown timeout, holding every closed connection (and
-        // its slot) that long. A client's close_notify ends the connection, as browsers mean it.
-        try channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: false)
+        // Half-closure stays allowed, as on the plaintext listener (a client's close_notify is its
+        // end of output); the TLSCloser keeps it from holding a close the proxy starts for 5 s.
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(NIOSSLServerHandler(context: tls.context))
+        try sync.addHandler(TLSCloser())
         try sync.addHandler(
             TLSHandshakeWatch(
                 timeout: .milliseconds(Int64(environment.settings.httpHeaderTimeoutMs)),

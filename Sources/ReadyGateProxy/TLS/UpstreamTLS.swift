@@ -113,26 +113,3 @@ final class UpstreamTLSHandshakeWatch: ChannelInboundHandler, RemovableChannelHa
 
 @available(*, unavailable)
 extension UpstreamTLSHandshakeWatch: Sendable {}
-
-/// Right behind `NIOSSLClientHandler` on a WebSocket backend connection, which allows half-closure
-/// (the EOF gate and the relay need the backend's end of output as an event). NIOSSL 2.37 with
-/// half-closure allowed does not finish its own close when the peer answers its close_notify: it
-/// waits for its 5 s shutdown timeout, and the session waits for the channel. So when the proxy
-/// closes the connection, half-closure is turned off first: the backend's close_notify (or FIN)
-/// then ends the connection at once.
-final class UpstreamTLSCloser: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = Any
-    typealias OutboundOut = Any
-
-    init() {}
-
-    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        if mode == .all {
-            try? context.channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: false)
-        }
-        context.close(mode: mode, promise: promise)
-    }
-}
-
-@available(*, unavailable)
-extension UpstreamTLSCloser: Sendable {}
