@@ -38,9 +38,12 @@ struct ServeCommand: AsyncParsableCommand {
         let threads = settings.threads ?? System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let service = ProxyService(environment: environment, group: group, threads: threads)
+        // SIGHUP is taken only with a TLS listener; without one it keeps its default action.
+        let reloadServices: [ServiceGroupConfiguration.ServiceConfiguration] =
+            environment.serverTLS == nil ? [] : [.init(service: TLSReloadService(environment: environment))]
         let serviceGroup = ServiceGroup(
             configuration: .init(
-                services: [.init(service: service), .init(service: TLSReloadService(environment: environment))],
+                services: [.init(service: service)] + reloadServices,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
