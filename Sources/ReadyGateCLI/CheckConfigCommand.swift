@@ -1,5 +1,6 @@
 import ArgumentParser
 import ReadyGateCore
+import ReadyGateProxy
 
 #if canImport(FoundationEssentials)
     import FoundationEssentials
@@ -11,7 +12,8 @@ import ReadyGateCore
     import Glibc
 #endif
 
-/// `readygate check-config`: prints the effective settings, or the first error and exits 2.
+/// `readygate check-config`: prints the effective settings, or the first error and exits 2. The
+/// TLS files are read too: a bad one is an error here as it is for `serve`.
 struct CheckConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
@@ -22,6 +24,12 @@ struct CheckConfigCommand: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try loadOrExit(options)
+        do {
+            try ProxyEnvironment.checkTLSFiles(settings)
+        } catch {
+            printError("readygate: \(error)")
+            throw ExitCode(2)
+        }
         let width = settings.effectiveValues.map(\.variable.count).max() ?? 0
         for (variable, value) in settings.effectiveValues {
             print(variable + String(repeating: " ", count: width - variable.count) + "  " + value)

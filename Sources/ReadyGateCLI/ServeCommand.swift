@@ -27,16 +27,23 @@ struct ServeCommand: AsyncParsableCommand {
         for name in ReadyGateConfigKey.unknownVariables(in: ProcessInfo.processInfo.environment.keys) {
             logger.warning("unknown_variable", metadata: ["variable": "\(name)", "note": "ignored"])
         }
+        var environment = ProxyEnvironment(settings: settings, logger: logger)
+        do {
+            try environment.loadTLS()
+        } catch {
+            logger.critical("tls_config_failed", metadata: ["variable": "\(error.variable)", "error": "\(error)"])
+            printError("readygate: \(error)")
+            throw ExitCode(2)
+        }
         let threads = settings.threads ?? System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let service = ProxyService(
-            environment: ProxyEnvironment(settings: settings, logger: logger),
-            group: group,
-            threads: threads
-        )
+        let service = ProxyService(environment: environment, group: group, threads: threads)
+        // SIGHUP is taken only with a TLS listener; without one it keeps its default action.
+        let reloadServices: [ServiceGroupConfiguration.ServiceConfiguration] =
+            environment.serverTLS == nil ? [] : [.init(service: TLSReloadService(environment: environment))]
         let serviceGroup = ServiceGroup(
             configuration: .init(
-                services: [.init(service: service)],
+                services: [.init(service: service)] + reloadServices,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -94,6 +101,7 @@ struct ProxyService: Service {
                 "handshake_timeout_ms": "\(settings.timing.handshakeTimeoutMs)",
                 "threads": "\(threads)",
                 "admin": "\(adminAddress)",
+                "tls": "\(environment.serverTLS == nil ? "off" : "on")",
             ]
         )
         try? await gracefulShutdown()
@@ -118,15 +126,7 @@ struct ProxyService: Service {
 /// Loads settings, or prints the error and exits 2: bad configuration never starts the proxy.
 func loadOrExit(_ options: SettingsOptions) throws -> ReadyGateSettings {
     do {
-        let settings = try options.load()
-        if settings.upstream.usesTLS {
-            throw SettingsError(
-                variable: ReadyGateConfigKey.upstream.rawValue,
-                value: settings.upstream.description,
-                allowed: "an http:// or ws:// URL (TLS upstreams are not supported yet)"
-            )
-        }
-        return settings
+        return try options.load()
     } catch {
         printError("readygate: \(error)")
         throw ExitCode(2)

@@ -13,7 +13,7 @@ struct SettingsOptions: ParsableArguments {
         help: "host:port of /healthz, /readyz and /metrics, or off (READYGATE_ADMIN_LISTEN; default 127.0.0.1:9901)."
     )
     var adminListen: String?
-    @Option(help: "Backend URL, http:// or ws:// (READYGATE_UPSTREAM; default http://127.0.0.1:8000).")
+    @Option(help: "Backend URL, http(s):// or ws(s):// (READYGATE_UPSTREAM; default http://127.0.0.1:8000).")
     var upstream: String?
     @Option(help: "immediate or upstream (READYGATE_ACCEPT_MODE).")
     var acceptMode: String?
@@ -67,6 +67,12 @@ struct SettingsOptions: ParsableArguments {
     var logFormat: String?
     @Option(help: "trace … critical (READYGATE_LOG_LEVEL).")
     var logLevel: String?
+    @Option(help: "PEM certificate chain: the listener speaks TLS, with --tls-key (READYGATE_TLS_CERT).")
+    var tlsCert: String?
+    @Option(help: "PEM private key of --tls-cert (READYGATE_TLS_KEY).")
+    var tlsKey: String?
+    @Option(help: "PEM trust roots for an https:// or wss:// backend (READYGATE_UPSTREAM_CA; default: the system's).")
+    var upstreamCa: String?
 
     /// The flags that were given, keyed like the environment variables they override.
     var flagValues: [ReadyGateConfigKey: String] {
@@ -83,6 +89,7 @@ struct SettingsOptions: ParsableArguments {
             (.drainTimeoutMs, drainTimeoutMs), (.closeLingerMs, closeLingerMs), (.threads, threads),
             (.wsIdleTimeoutMs, wsIdleTimeoutMs), (.pingIntervalMs, pingIntervalMs),
             (.logFormat, logFormat), (.logLevel, logLevel),
+            (.tlsCert, tlsCert), (.tlsKey, tlsKey), (.upstreamCA, upstreamCa),
         ]
         var values: [ReadyGateConfigKey: String] = [:]
         for (key, value) in pairs { if let value { values[key] = value } }

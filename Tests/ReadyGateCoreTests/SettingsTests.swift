@@ -558,3 +558,47 @@ struct AdaptiveSettingTests {
         #expect(try readSettings(["READYGATE_ADAPTIVE": text]).adaptiveDelay == expected)
     }
 }
+
+@Suite("READYGATE_TLS_CERT, READYGATE_TLS_KEY, READYGATE_UPSTREAM_CA")
+struct TLSSettingsTests {
+    @Test("unset: a plaintext listener and the system trust store")
+    func unset() throws {
+        let settings = try readSettings([:])
+        #expect(settings.tls == nil && settings.upstreamCAPath == nil)
+        let shown = settings.effectiveValues
+        #expect(shown.contains { $0 == ("READYGATE_TLS_CERT", "(unset: plaintext listener)") })
+        #expect(shown.contains { $0 == ("READYGATE_UPSTREAM_CA", "(unset: the system trust store)") })
+    }
+
+    @Test("both paths are read, spaces around them dropped; the CA path on its own")
+    func both() throws {
+        let settings = try readSettings([
+            "READYGATE_TLS_CERT": " /etc/tls/chain.pem ", "READYGATE_TLS_KEY": "/etc/tls/key.pem",
+            "READYGATE_UPSTREAM_CA": "/etc/tls/ca.pem",
+        ])
+        #expect(settings.tls == TLSFiles(certificatePath: "/etc/tls/chain.pem", keyPath: "/etc/tls/key.pem"))
+        #expect(settings.upstreamCAPath == "/etc/tls/ca.pem")
+        #expect(settings.effectiveValues.contains { $0 == ("READYGATE_TLS_KEY", "/etc/tls/key.pem") })
+    }
+
+    @Test("a certificate without a key names the missing key and the certificate")
+    func certificateAlone() {
+        let error = settingsError(["READYGATE_TLS_CERT": "/etc/tls/chain.pem"])
+        #expect(error?.variable == "READYGATE_TLS_KEY")
+        #expect(error?.allowed.contains("READYGATE_TLS_CERT=/etc/tls/chain.pem") == true)
+        #expect(error?.allowed.contains("together or not at all") == true)
+    }
+
+    @Test("a key without a certificate names the missing certificate; an empty one counts as unset")
+    func keyAlone() {
+        let error = settingsError(["READYGATE_TLS_KEY": "/etc/tls/key.pem", "READYGATE_TLS_CERT": " "])
+        #expect(error?.variable == "READYGATE_TLS_CERT")
+        #expect(error?.allowed.contains("READYGATE_TLS_KEY=/etc/tls/key.pem") == true)
+    }
+
+    @Test("the variables are known ones")
+    func known() {
+        let names = ["READYGATE_TLS_CERT", "READYGATE_TLS_KEY", "READYGATE_UPSTREAM_CA"]
+        #expect(ReadyGateConfigKey.unknownVariables(in: names).isEmpty)
+    }
+}

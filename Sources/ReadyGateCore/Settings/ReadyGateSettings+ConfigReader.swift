@@ -37,6 +37,8 @@ import Configuration
 /// | `READYGATE_THREADS` | 1…256 | one per core |
 /// | `READYGATE_LOG_FORMAT` | json, text | json |
 /// | `READYGATE_LOG_LEVEL` | trace, debug, info, notice, warning, error, critical | info |
+/// | `READYGATE_TLS_CERT`, `READYGATE_TLS_KEY` | PEM file paths, both or neither | unset (plaintext) |
+/// | `READYGATE_UPSTREAM_CA` | PEM file path | unset (the system trust store) |
 public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case env = "READYGATE_ENV"
     case environment = "ENVIRONMENT"
@@ -72,6 +74,9 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case threads = "READYGATE_THREADS"
     case logFormat = "READYGATE_LOG_FORMAT"
     case logLevel = "READYGATE_LOG_LEVEL"
+    case tlsCert = "READYGATE_TLS_CERT"
+    case tlsKey = "READYGATE_TLS_KEY"
+    case upstreamCA = "READYGATE_UPSTREAM_CA"
 
     /// `READYGATE_*` names in `names` that ReadyGate does not know: most likely typos, which would
     /// otherwise be ignored silently.
@@ -183,11 +188,12 @@ extension ReadyGateSettings {
             }
             logLevel = level.lowercased()
         }
+        try readTLS(source)
     }
 
     /// The effective settings as `VARIABLE=value` lines, for `readygate check-config`.
     public var effectiveValues: [(variable: String, value: String)] {
-        [
+        let values: [(variable: String, value: String)] = [
             ("READYGATE_ENV", environment.rawValue + (environmentSource.map { " (from \($0))" } ?? " (default)")),
             ("READYGATE_LISTEN", listen.description),
             ("READYGATE_ADMIN_LISTEN", adminListen?.description ?? "off"),
@@ -219,6 +225,7 @@ extension ReadyGateSettings {
             ("READYGATE_LOG_FORMAT", logFormat.rawValue),
             ("READYGATE_LOG_LEVEL", logLevel),
         ]
+        return values + tlsEffectiveValues
     }
 }
 
@@ -229,7 +236,7 @@ extension SettingsError {
 }
 
 /// Typed reads of one key each, with errors that name the variable.
-private struct SettingsSource {
+struct SettingsSource {
     var reader: ConfigReader
 
     /// The value exactly as given (spaces kept), nil when unset or empty.

@@ -179,6 +179,12 @@ public struct ReadyGateSettings: Sendable, Equatable {
     public var threads: Int?
     public var logFormat: LogFormat = .json
     public var logLevel = "info"
+    /// The listener's certificate chain and key (`READYGATE_TLS_CERT`, `READYGATE_TLS_KEY`); nil:
+    /// the listener speaks plaintext.
+    public var tls: TLSFiles?
+    /// The PEM file of the trust roots for a TLS upstream (`READYGATE_UPSTREAM_CA`); nil: the
+    /// system trust store.
+    public var upstreamCAPath: String?
 
     public init() {}
 

@@ -40,6 +40,10 @@ public final class ProxyMetrics: Sendable {
     private let connectionsRefused: Counter
     private let heldBytes: Gauge
     private let heldBytesCapPauses: Counter
+    /// The TLS listener (`TLS/`).
+    private let tlsHandshakeFailures: Counter
+    private let tlsReloadsOK: Counter
+    private let tlsReloadsFailed: Counter
 
     /// A metric's name and its `# HELP` text: one place for both, so a name is never made with
     /// two texts.
@@ -118,10 +122,19 @@ public final class ProxyMetrics: Sendable {
         help: "Times a session stopped reading from its client because READYGATE_MAX_HELD_BYTES_TOTAL was reached."
     )
 
+    static let tlsHandshakeFailed = Family(
+        name: "readygate_tls_handshake_failures_total",
+        help: "Client connections of the TLS listener whose handshake failed or timed out."
+    )
+    static let tlsReloads = Family(
+        name: "readygate_tls_reloads_total",
+        help: "Reloads of READYGATE_TLS_CERT and READYGATE_TLS_KEY (SIGHUP), by result (ok, failed)."
+    )
+
     /// Every family `/metrics` shows, each with its `# HELP` line.
     static let families = [
         sessions, active, gateDelay, racePatterns, early, undelivered, attempts, replayed, ready, messages, bytes,
-        httpResponses, connections, refused, held, heldCapPauses,
+        httpResponses, connections, refused, held, heldCapPauses, tlsHandshakeFailed, tlsReloads,
     ]
 
     static let timeToReadyLabel = ready.name
@@ -184,6 +197,19 @@ public final class ProxyMetrics: Sendable {
         connectionsRefused = counter(Self.refused)
         heldBytes = registry.makeGauge(descriptor: Self.held.descriptor)
         heldBytesCapPauses = counter(Self.heldCapPauses)
+        tlsHandshakeFailures = counter(Self.tlsHandshakeFailed)
+        tlsReloadsOK = counter(Self.tlsReloads, [("result", "ok")])
+        tlsReloadsFailed = counter(Self.tlsReloads, [("result", "failed")])
+    }
+
+    /// A TLS handshake of a client connection failed or timed out.
+    func tlsHandshakeFailed() {
+        tlsHandshakeFailures.increment()
+    }
+
+    /// The listener's certificate was reloaded (`ok`), or the reload failed and the old one stays.
+    public func tlsReloaded(ok: Bool) {
+        (ok ? tlsReloadsOK : tlsReloadsFailed).increment()
     }
 
     /// A client connection was admitted (`1`) or has closed (`-1`).

@@ -57,13 +57,14 @@ enum ForwardedMessage {
     static func upstreamRequestHead(
         _ head: HTTPRequestHead,
         forwardedFor: String,
-        forwardedElement: String
+        forwardedElement: String,
+        proto: String = "http"
     ) -> HTTPRequestHead {
         var headers = head.headers
         let chunked = isChunked(head)
         if expectsContinue(head) { headers.remove(name: "expect") }
         stripHopByHop(&headers)
-        addForwarded(&headers, forwardedFor: forwardedFor, forwardedElement: forwardedElement)
+        addForwarded(&headers, forwardedFor: forwardedFor, forwardedElement: forwardedElement, proto: proto)
         // The request leaves as HTTP/1.1, which must carry Host (RFC 9112 §3.2); an HTTP/1.0 client
         // may have sent none, and its target has no authority: an empty Host, as §3.2 says for that.
         if !headers.contains(name: "host") { headers.add(name: "Host", value: "") }
@@ -88,9 +89,14 @@ enum ForwardedMessage {
         }
     }
 
-    /// ``ProxyHeaders/addingForwarded(_:clientAddress:proto:host:)`` for `proto=http`, on NIO's
-    /// headers in place (same rule, same test).
-    static func addForwarded(_ headers: inout HTTPHeaders, forwardedFor: String, forwardedElement: String) {
+    /// ``ProxyHeaders/addingForwarded(_:clientAddress:proto:host:)`` on NIO's headers in place
+    /// (same rule, same test); `proto` is `https` behind the TLS listener.
+    static func addForwarded(
+        _ headers: inout HTTPHeaders,
+        forwardedFor: String,
+        forwardedElement: String,
+        proto: String = "http"
+    ) {
         let host = headers.first(name: "host")
         let previousFor =
             headers.contains(name: "x-forwarded-for") ? headers["x-forwarded-for"].joined(separator: ", ") : ""
@@ -100,7 +106,7 @@ enum ForwardedMessage {
             name: "X-Forwarded-For",
             value: previousFor.isEmpty ? forwardedFor : previousFor + ", " + forwardedFor
         )
-        if !hadProto { headers.add(name: "X-Forwarded-Proto", value: "http") }
+        if !hadProto { headers.add(name: "X-Forwarded-Proto", value: proto) }
         if !hadHost, let host { headers.add(name: "X-Forwarded-Host", value: host) }
         var element = forwardedElement
         if let host { element += ";host=\"\(host)\"" }
@@ -112,9 +118,11 @@ enum ForwardedMessage {
     }
 
     /// The `X-Forwarded-For` node and the `Forwarded` element (without `host`) of a client.
-    static func forwardedIdentity(clientAddress: String?) -> (forwardedFor: String, forwardedElement: String) {
+    static func forwardedIdentity(clientAddress: String?, proto: String = "http") -> (
+        forwardedFor: String, forwardedElement: String
+    ) {
         let node = clientAddress ?? "unknown"
-        return (node, "for=\(ProxyHeaders.forwardedNode(node));proto=http")
+        return (node, "for=\(ProxyHeaders.forwardedNode(node));proto=\(proto)")
     }
 
     /// An HTTP/1.1 request with `Expect: 100-continue` (RFC 9110 §10.1.1).

@@ -33,6 +33,8 @@ final class HTTPForwarder {
     /// `X-Forwarded-For` and `Forwarded` of this client, computed once per connection.
     private let forwardedFor: String
     private let forwardedElement: String
+    /// `X-Forwarded-Proto`: `https` behind the TLS listener.
+    private let forwardedProto: String
 
     /// Every decision: when parts go out, retries, pooling, keep-alive.
     private var machine = HTTPExchangeStateMachine()
@@ -63,7 +65,11 @@ final class HTTPForwarder {
         self.metrics = environment.metrics
         self.responseTimeout = .milliseconds(Int64(environment.settings.httpResponseTimeoutMs))
         self.clientAddress = context.channel.remoteAddress?.ipAddress
-        (forwardedFor, forwardedElement) = ForwardedMessage.forwardedIdentity(clientAddress: clientAddress)
+        forwardedProto = environment.forwardedProto
+        (forwardedFor, forwardedElement) = ForwardedMessage.forwardedIdentity(
+            clientAddress: clientAddress,
+            proto: forwardedProto
+        )
     }
 
     /// Whether more of the request body may be read from the client: not while connecting, and
@@ -87,7 +93,8 @@ final class HTTPForwarder {
         upstreamHead = ForwardedMessage.upstreamRequestHead(
             head,
             forwardedFor: forwardedFor,
-            forwardedElement: forwardedElement
+            forwardedElement: forwardedElement,
+            proto: forwardedProto
         )
         machine.requestStarted(clientKeepAlive: keepAlive)
         if ForwardedMessage.expectsContinue(head) {

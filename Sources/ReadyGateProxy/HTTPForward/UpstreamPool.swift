@@ -97,13 +97,22 @@ final class UpstreamPool {
 
     /// The connector `readygate serve` uses: TCP to the configured backend with NIO's HTTP/1.1
     /// client codec. Framing headers are set by ``ForwardedMessage``, not by the encoder.
-    static func tcpConnector(target: UpstreamTarget, connectTimeout: TimeAmount) -> Connector {
+    ///
+    /// With `tls` (an `https://` upstream) the connection speaks TLS, and opens only when the TLS
+    /// handshake is done: a handshake that fails is a failed connect.
+    static func tcpConnector(
+        target: UpstreamTarget,
+        connectTimeout: TimeAmount,
+        tls: UpstreamTLS? = nil,
+        tlsFailures: TLSHandshakeFailures? = nil
+    ) -> Connector {
         { eventLoop, handler in
             guard let bootstrap = ClientBootstrap(validatingGroup: eventLoop) else {
                 return eventLoop.makeFailedFuture(UpstreamConnectError.unsupportedEventLoop)
             }
             let bound = NIOLoopBound(handler, eventLoop: eventLoop)
-            return
+            let handshake = tls.map { _ in eventLoop.makePromise(of: Void.self) }
+            let connect =
                 bootstrap
                 .connectTimeout(connectTimeout)
                 .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
@@ -111,6 +120,10 @@ final class UpstreamPool {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
+                        if let tls, let handshake {
+                            try sync.addHandler(tls.makeHandler())
+                            try sync.addHandler(UpstreamTLSHandshakeWatch(promise: handshake, failures: tlsFailures))
+                        }
                         var configuration = HTTPRequestEncoder.Configuration()
                         configuration.automaticallySetFramingHeaders = false
                         try sync.addHandler(HTTPRequestEncoder(configuration: configuration))
@@ -121,6 +134,8 @@ final class UpstreamPool {
                     }
                 }
                 .connect(host: target.host, port: target.port)
+            guard let handshake else { return connect }
+            return UpstreamTLSHandshakeWatch.connected(connect, handshake: handshake)
         }
     }
 }
@@ -138,16 +153,22 @@ enum UpstreamConnectError: Error {
 /// here); every request after that goes straight to its loop's pool.
 final class UpstreamPools: Sendable {
     private let pools = NIOLockedValueBox([ObjectIdentifier: NIOLoopBound<UpstreamPool>]())
-    /// Makes each pool's connector from the settings; TCP to `settings.upstream` unless a test
+    /// Makes each pool's connector from the settings; TCP (TLS with `upstreamTLS`) to `settings.upstream` unless a test
     /// injects in-memory channels.
     private let makeConnector: @Sendable (ReadyGateSettings) -> UpstreamPool.Connector
 
-    init(makeConnector: (@Sendable (ReadyGateSettings) -> UpstreamPool.Connector)? = nil) {
+    init(
+        upstreamTLS: UpstreamTLS? = nil,
+        upstreamFailures: TLSHandshakeFailures? = nil,
+        makeConnector: (@Sendable (ReadyGateSettings) -> UpstreamPool.Connector)? = nil
+    ) {
         self.makeConnector =
             makeConnector ?? { settings in
                 UpstreamPool.tcpConnector(
                     target: settings.upstream,
-                    connectTimeout: .milliseconds(Int64(settings.httpResponseTimeoutMs))
+                    connectTimeout: .milliseconds(Int64(settings.httpResponseTimeoutMs)),
+                    tls: upstreamTLS,
+                    tlsFailures: upstreamFailures
                 )
             }
     }

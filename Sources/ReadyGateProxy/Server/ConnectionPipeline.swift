@@ -7,7 +7,20 @@ import NIOCore
 enum ConnectionPipeline {
     /// Installs the handlers of a connection that the connection limit admitted.
     static func configure(channel: any Channel, environment: ProxyEnvironment) throws {
-        try configurePlaintext(channel: channel, environment: environment)
+        if let tls = environment.tls.server {
+            try TLSConnectionPipeline.configure(channel: channel, tls: tls, environment: environment)
+        } else {
+            try configurePlaintext(channel: channel, environment: environment)
+        }
+    }
+
+    /// A connection past `READYGATE_MAX_CONNECTIONS`: answered `503` (over TLS on the TLS listener).
+    static func configureRefused(channel: any Channel, environment: ProxyEnvironment) throws {
+        if let tls = environment.tls.server {
+            try TLSConnectionPipeline.configureRefused(channel: channel, tls: tls, environment: environment)
+        } else {
+            try ConnectionRefusalHandler.configure(channel: channel, metrics: environment.metrics)
+        }
     }
 
     /// The plaintext listener: HTTP/1.1 (h2c with prior knowledge comes here too).

@@ -52,6 +52,8 @@ public struct ProxyEnvironment: Sendable {
     public var isDraining: Bool { shared.draining.withLockedValue { $0 } }
     /// The backend keep-alive pools for plain HTTP, one per event loop (tests put in-memory ones).
     var httpPools = UpstreamPools()
+    /// The listener's and the backend connections' TLS, when configured (``loadTLS()``).
+    var tls = ProxyTLS()
 
     /// The delay a new delay-gate session waits after the backend's `101`: the adapted one, or the
     /// profile's with `READYGATE_ADAPTIVE=false`.

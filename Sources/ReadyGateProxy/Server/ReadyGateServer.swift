@@ -38,7 +38,7 @@ public final class ReadyGateServer: Sendable {
                     if environment.connectionLimit.admit(channel) {
                         try ConnectionPipeline.configure(channel: channel, environment: environment)
                     } else {
-                        try ConnectionRefusalHandler.configure(channel: channel, metrics: environment.metrics)
+                        try ConnectionPipeline.configureRefused(channel: channel, environment: environment)
                     }
                 }
             }

@@ -10,6 +10,8 @@ extension WebSocketSession {
         let remaining = machine.remainingHandshakeMs(nowMs: nowMs)
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let target = settings.upstream
+        let tls = environment.tls.upstream
+        let tlsFailures = environment.tls.upstreamFailures
         let connect = ClientBootstrap(group: eventLoop)
             .connectTimeout(.milliseconds(Int64(remaining)))
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
@@ -18,6 +20,14 @@ extension WebSocketSession {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    // TLS below everything: the switch after the 101 and the EOF gate work on the
+                    // decrypted stream; a failed handshake reaches the handshake handler as an
+                    // error, a failed connect attempt.
+                    if let tls {
+                        try sync.addHandler(tls.makeHandler())
+                        try sync.addHandler(TLSCloser())
+                        try sync.addHandler(UpstreamTLSHandshakeWatch(promise: nil, failures: tlsFailures))
+                    }
                     try sync.addHandler(UpstreamEOFGate())
                     try sync.addHandler(HTTPRequestEncoder())
                     try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)))
@@ -50,7 +60,7 @@ extension WebSocketSession {
             key: handshake.upstreamKey,
             keepExtensions: keepsExtensions,
             clientAddress: clientChannel.remoteAddress?.ipAddress,
-            proto: "http"
+            proto: environment.forwardedProto
         )
         if machine.acceptMode == .immediate && settings.subprotocols != nil {
             list.remove("sec-websocket-protocol")
