@@ -1,10 +1,99 @@
+import Logging
 import NIOCore
+import NIOHTTP2
 
-/// HTTP/2 on a connection (h2 by ALPN, h2c with prior knowledge). Not built yet.
+/// HTTP/2 on a client connection: h2c with prior knowledge (``HTTP2PrefaceSniffer``) or h2 by ALPN
+/// (the TLS listener). NIOHTTP2 speaks the protocol; every stream the client opens gets an
+/// ``HTTP2StreamRouter``, which makes it a plain request to the backend pool or, for an extended
+/// CONNECT (RFC 8441), a ``WebSocketSession``.
 enum HTTP2Pipeline {
-    struct Unsupported: Error {}
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`: streams (plain requests and WebSockets) one connection
+    /// may have open at once.
+    static let maxConcurrentStreams = 256
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`, as NIOHTTP2's default.
+    static let maxHeaderListSize = 16 << 10
 
+    /// What the proxy announces: `SETTINGS_ENABLE_CONNECT_PROTOCOL` lets clients open WebSockets
+    /// with an extended CONNECT (RFC 8441 §3). Stream windows are NIOHTTP2's 64 KiB default, so a
+    /// stream the proxy does not read (a held or back-pressured WebSocket) costs at most that.
+    static let initialSettings: HTTP2Settings = [
+        HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
+        HTTP2Setting(parameter: .maxHeaderListSize, value: maxHeaderListSize),
+        HTTP2Setting(parameter: .enableConnectProtocol, value: 1),
+    ]
+
+    /// Installs HTTP/2 on `channel`, whose next inbound bytes are the client's connection preface.
     static func configure(channel: any Channel, environment: ProxyEnvironment) throws {
-        throw Unsupported()
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = initialSettings
+        let sync = channel.pipeline.syncOperations
+        _ = try sync.configureHTTP2Pipeline(
+            mode: .server,
+            connectionConfiguration: connection,
+            streamConfiguration: NIOHTTP2Handler.StreamConfiguration(),
+            streamDelegate: StreamCounter(metrics: environment.metrics)
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(HTTP2StreamRouter(environment: environment))
+            }
+        }
+        try sync.addHandler(HTTP2ConnectionObserver(environment: environment))
+        environment.metrics.http2ConnectionOpened()
+    }
+
+    /// Keeps `readygate_http2_streams_active`.
+    private struct StreamCounter: NIOHTTP2StreamDelegate {
+        let metrics: ProxyMetrics
+
+        func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {
+            metrics.http2StreamsChanged(by: 1)
+        }
+
+        func streamClosed(_ id: HTTP2StreamID, channel: any Channel) {
+            metrics.http2StreamsChanged(by: -1)
+        }
     }
 }
+
+/// Behind the HTTP/2 handler of a connection: sees the connection-level frames (stream 0) and
+/// errors. A client's GOAWAY is logged and counted; NIOHTTP2 closes the streams it names, and the
+/// sessions on them end as on a reset. Protocol errors are logged: NIOHTTP2 has answered them (a
+/// stream error resets that stream only, a connection error sends GOAWAY).
+final class HTTP2ConnectionObserver: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+
+    private let environment: ProxyEnvironment
+
+    init(environment: ProxyEnvironment) {
+        self.environment = environment
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if case .goAway(let lastStreamID, let errorCode, _) = frame.payload {
+            environment.metrics.http2GoAwayReceived()
+            environment.logger.info(
+                "http2_goaway_received",
+                metadata: [
+                    "last_stream_id": "\(lastStreamID)", "error_code": "\(errorCode)",
+                    "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+                ]
+            )
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        environment.logger.notice(
+            "http2_protocol_error",
+            metadata: [
+                "error": "\(error)", "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+            ]
+        )
+        if error is NIOHTTP2Errors.StreamError { return }
+        // A connection error (NIOHTTP2 sent GOAWAY) or a socket error: this connection is done.
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension HTTP2ConnectionObserver: Sendable {}
