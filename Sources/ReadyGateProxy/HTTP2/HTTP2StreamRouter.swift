@@ -71,18 +71,20 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let closed = event as? StreamClosedEvent, let reason = closed.reason, !closing {
+    /// NIOHTTP2 reports a RST_STREAM as this error, before the stream channel goes inactive (the
+    /// session then ends as on a client that left).
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let closed = error as? NIOHTTP2Errors.StreamClosed, !closing {
             environment.metrics.http2StreamReset()
             environment.logger.info(
                 "http2_stream_reset",
                 metadata: [
-                    "stream": "\(closed.streamID)", "error_code": "\(reason)", "during": "\(phase)",
+                    "stream": "\(closed.streamID)", "error_code": "\(closed.errorCode)", "during": "\(phase)",
                     "client": "\(context.channel.parent?.remoteAddress?.ipAddress ?? "-")",
                 ]
             )
         }
-        context.fireUserInboundEventTriggered(event)
+        context.fireErrorCaught(error)
     }
 
     private var phase: String {
