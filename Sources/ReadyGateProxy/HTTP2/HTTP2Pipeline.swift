@@ -82,6 +82,16 @@ final class HTTP2ConnectionObserver: ChannelInboundHandler {
         }
     }
 
+    /// The listener allows half-closure (for HTTP/1.1); an HTTP/2 client that ends its output has
+    /// left: the connection is closed, and its streams with it.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         environment.logger.notice(
             "http2_protocol_error",
