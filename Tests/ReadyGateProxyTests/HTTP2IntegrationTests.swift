@@ -167,6 +167,70 @@ struct HTTP2IntegrationTests {
         }
     }
 
+    @Test func upstreamAcceptModeMirrorsTheBackendsAnswerAsA200() async throws {
+        try await withBackendAndProxy(
+            backend: { backend in
+                backend.setupMs = 100
+                backend.subprotocols = ["chat"]
+            },
+            proxy: { settings in
+                settings.acceptMode = .upstream
+                settings.readyGate = .message
+            }
+        ) { backend, proxy in
+            let connection = try await H2TestConnection.connect(port: proxy.port)
+            let (headers, echoed) = try await withTimeout(seconds: 10) {
+                try await connection.withStream { peer in
+                    try await peer.connect(
+                        path: "/ws",
+                        extra: [("sec-websocket-protocol", "other, chat")],
+                        firstFrames: [clientFrame(.text, Array("early".utf8))]
+                    )
+                    #expect(try await peer.readStatus() == 200)
+                    let echoed = try await peer.readTexts(1, skipping: readyMessage)
+                    try await peer.send(clientFrame(.close, closePayload(1000)), endStream: true)
+                    _ = try await peer.readToEnd()
+                    return (peer.headers, echoed)
+                }
+            }
+            #expect(headers.first(name: "sec-websocket-protocol") == "chat")
+            for name in ["sec-websocket-accept", "upgrade", "connection"] {
+                #expect(!headers.contains(name: name), "\(name) in a 200 to an extended CONNECT")
+            }
+            #expect(echoed == ["early"])
+            let record = try await proxy.sessions.waitFor(1)[0]
+            #expect(record.earlyFrames == 1)
+            #expect(backend.counters.failedEarly == 0)
+            await connection.close()
+        }
+    }
+
+    @Test func upstreamAcceptModeRelaysTheBackendsRefusalOnTheStream() async throws {
+        try await withBackendAndProxy(
+            backend: { $0.rejectStatus = 403 },
+            proxy: { $0.acceptMode = .upstream }
+        ) { _, proxy in
+            let connection = try await H2TestConnection.connect(port: proxy.port)
+            let (status, headers, body) = try await withTimeout(seconds: 10) {
+                try await connection.withStream { peer in
+                    try await peer.connect(path: "/ws")
+                    let status = try await peer.readStatus()
+                    return (status, peer.headers, try await peer.readBody())
+                }
+            }
+            #expect(status == 403)
+            #expect(headers.first(name: "x-demo-backend") == "rejected")
+            #expect(body == "rejected by the demo backend\n")
+            // The connection is unaffected.
+            let next = try await connection.withStream { peer in
+                try await peer.connect(path: "/ws")
+                return try await peer.readStatus()
+            }
+            #expect(next == 403)
+            await connection.close()
+        }
+    }
+
     @Test func aResetStreamEndsItsSessionAndNoOther() async throws {
         try await withBackendAndProxy(backend: { $0.setupMs = 0 }, proxy: { _ in }) { _, proxy in
             let connection = try await H2TestConnection.connect(port: proxy.port)

@@ -172,6 +172,8 @@ struct H2WebSocketPeer {
     private let outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>
     private var buffered = ByteBuffer()
     private(set) var status: Int?
+    /// The answer's header block.
+    private(set) var headers = HPACKHeaders()
     /// The server ended its side (END_STREAM) or reset the stream.
     private(set) var ended = false
     private(set) var reset = false
@@ -185,11 +187,17 @@ struct H2WebSocketPeer {
     }
 
     /// Sends the extended CONNECT and, in the same write, `firstFrames` (before any answer).
-    func connect(path: String, protocol proto: String = "websocket", firstFrames: [[UInt8]] = []) async throws {
-        let headers = HPACKHeaders([
+    func connect(
+        path: String,
+        protocol proto: String = "websocket",
+        extra: [(String, String)] = [],
+        firstFrames: [[UInt8]] = []
+    ) async throws {
+        var headers = HPACKHeaders([
             (":method", "CONNECT"), (":protocol", proto), (":scheme", "http"), (":path", path),
             (":authority", "proxy.test"), ("sec-websocket-version", "13"),
         ])
+        for (name, value) in extra { headers.add(name: name, value: value) }
         var payloads: [HTTP2Frame.FramePayload] = [.headers(.init(headers: headers))]
         for frame in firstFrames { payloads.append(.data(.init(data: .byteBuffer(ByteBuffer(bytes: frame))))) }
         try await outbound.write(contentsOf: payloads)
@@ -226,6 +234,12 @@ struct H2WebSocketPeer {
         return texts
     }
 
+    /// A response body (not WebSocket frames): everything until the server ends the stream.
+    mutating func readBody() async throws -> String {
+        while !ended { try await next() }
+        return String(buffer: buffered)
+    }
+
     /// Reads until the server ends the stream.
     mutating func readToEnd() async throws -> [WireFrame] {
         var frames: [WireFrame] = []
@@ -241,7 +255,10 @@ struct H2WebSocketPeer {
             }
             switch payload {
             case .headers(let block):
-                if let value = block.headers.first(name: ":status") { status = Int(value) }
+                if let value = block.headers.first(name: ":status") {
+                    status = Int(value)
+                    headers = block.headers
+                }
                 if block.endStream { ended = true }
             case .data(let data):
                 if case .byteBuffer(var bytes) = data.data { buffered.writeBuffer(&bytes) }

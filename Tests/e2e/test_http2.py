@@ -204,10 +204,11 @@ class H2WebSocketClient:
 READY = json.dumps({"type": "connection_ready"}, separators=(",", ":")).encode()
 
 
-def test_fifty_websockets_on_one_connection_each_held_until_ready(backend, readygate):
+@pytest.mark.parametrize("accept_mode", ["immediate", "upstream"])
+def test_fifty_websockets_on_one_connection_each_held_until_ready(backend, readygate, accept_mode):
     # A backend that needs 400 ms after its accept; every client sends at once, before it is ready.
     b = backend(SETUP_MS="400", SEND_READY="1")
-    rg = readygate(b.port, READYGATE_READY_GATE="message")
+    rg = readygate(b.port, READYGATE_READY_GATE="message", READYGATE_ACCEPT_MODE=accept_mode)
     client = H2WebSocketClient(rg.port)
     streams = []
     for n in range(50):
