@@ -74,6 +74,36 @@ struct HTTP2IntegrationTests {
         try await proxy.stop()
     }
 
+    @Test func aShutdownSendsGoAwayAndClosesTheConnectionOnceItsStreamsAreDone() async throws {
+        let backend = try await HTTPTestBackend.start()
+        let proxy = try await ProxyFixture.start(upstreamPort: backend.port)
+        let connection = try await H2TestConnection.connect(port: proxy.port)
+        #expect(try await connection.request(path: "/").status == 200)
+        #expect(proxy.server.environment.httpConnections.count == 1)
+        try await proxy.server.shutdown(drain: .seconds(5), grace: .seconds(1))
+        try await withTimeout(seconds: 10) { try await connection.channel.closeFuture.get() }
+        #expect(connection.frames.goAwaysSeen == [HTTP2StreamID(1)])
+        #expect(proxy.server.environment.httpConnections.count == 0)
+        try await backend.close()
+    }
+
+    @Test func aShutdownEndsAWebSocketStreamWithGoingAway() async throws {
+        try await withBackendAndProxy(backend: { $0.setupMs = 0 }, proxy: { _ in }) { _, proxy in
+            let connection = try await H2TestConnection.connect(port: proxy.port)
+            let frames = try await connection.withStream { peer in
+                try await peer.connect(path: "/ws")
+                #expect(try await peer.readStatus() == 200)
+                try await proxy.server.shutdown(drain: .milliseconds(100), grace: .seconds(5))
+                return try await peer.readToEnd()
+            }
+            #expect(frames.last?.closeCode == 1001)
+            #expect(connection.frames.goAwaysSeen.count == 1)
+            let record = try await proxy.sessions.waitFor(1)[0]
+            #expect(record.endReason == .goingAway)
+            await connection.close()
+        }
+    }
+
     // MARK: Detection
 
     @Test func aClientStalledMidPrefaceGets408() async throws {

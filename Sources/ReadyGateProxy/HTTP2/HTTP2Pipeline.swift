@@ -26,31 +26,38 @@ enum HTTP2Pipeline {
     static func configure(channel: any Channel, environment: ProxyEnvironment) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = initialSettings
+        let observer = HTTP2ConnectionObserver(environment: environment)
         let sync = channel.pipeline.syncOperations
         _ = try sync.configureHTTP2Pipeline(
             mode: .server,
             connectionConfiguration: connection,
             streamConfiguration: NIOHTTP2Handler.StreamConfiguration(),
-            streamDelegate: StreamCounter(metrics: environment.metrics)
+            streamDelegate: StreamCounter(
+                metrics: environment.metrics,
+                observer: NIOLoopBound(observer, eventLoop: channel.eventLoop)
+            )
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2StreamRouter(environment: environment))
             }
         }
-        try sync.addHandler(HTTP2ConnectionObserver(environment: environment))
+        try sync.addHandler(observer)
         environment.metrics.http2ConnectionOpened()
     }
 
-    /// Keeps `readygate_http2_streams_active`.
+    /// Keeps `readygate_http2_streams_active`, and the connection's own count of open streams.
     private struct StreamCounter: NIOHTTP2StreamDelegate {
         let metrics: ProxyMetrics
+        let observer: NIOLoopBound<HTTP2ConnectionObserver>
 
         func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {
             metrics.http2StreamsChanged(by: 1)
+            observer.value.streamOpened(id)
         }
 
         func streamClosed(_ id: HTTP2StreamID, channel: any Channel) {
             metrics.http2StreamsChanged(by: -1)
+            observer.value.streamClosed()
         }
     }
 }
@@ -59,13 +66,55 @@ enum HTTP2Pipeline {
 /// errors. A client's GOAWAY is logged and counted; NIOHTTP2 closes the streams it names, and the
 /// sessions on them end as on a reset. Protocol errors are logged: NIOHTTP2 has answered them (a
 /// stream error resets that stream only, a connection error sends GOAWAY).
+///
+/// It is the connection's shutdown participant (`environment.httpConnections`): a drain sends
+/// GOAWAY (no new streams; the streams open run on, their requests and sessions draining as on
+/// HTTP/1.1) and closes the connection when its last stream has closed; the drain deadline closes it.
 final class HTTP2ConnectionObserver: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
 
     private let environment: ProxyEnvironment
+    private var context: ChannelHandlerContext?
+    private var openStreams = 0
+    private var lastStreamID = HTTP2StreamID.rootStream
+    private var draining = false
+    private var registered = false
 
     init(environment: ProxyEnvironment) {
         self.environment = environment
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        registered = true
+        environment.httpConnections.add(self, on: context.eventLoop)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        leave()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        leave()
+        context.fireChannelInactive()
+    }
+
+    private func leave() {
+        guard registered else { return }
+        registered = false
+        environment.httpConnections.remove(self)
+    }
+
+    func streamOpened(_ id: HTTP2StreamID) {
+        openStreams += 1
+        lastStreamID = max(lastStreamID, id)
+    }
+
+    func streamClosed() {
+        openStreams -= 1
+        if draining && openStreams == 0 { context?.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -102,6 +151,23 @@ final class HTTP2ConnectionObserver: ChannelInboundHandler {
         if error is NIOHTTP2Errors.StreamError { return }
         // A connection error (NIOHTTP2 sent GOAWAY) or a socket error: this connection is done.
         context.close(promise: nil)
+    }
+}
+
+extension HTTP2ConnectionObserver: ShutdownParticipant {
+    func drain() {
+        guard let context, !draining else { return }
+        draining = true
+        let goAway = HTTP2Frame(
+            streamID: .rootStream,
+            payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)
+        )
+        context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+        if openStreams == 0 { context.close(promise: nil) }
+    }
+
+    func endNow() {
+        context?.close(promise: nil)
     }
 }
 
