@@ -261,6 +261,38 @@ struct HTTP2IntegrationTests {
         }
     }
 
+    @Test func aFullHoldStopsTheStreamAtItsWindowAndLosesNothing() async throws {
+        // 200 kB sent before READY against an 8 kB hold: the session stops reading the stream, the
+        // client's 64 kB window closes, and everything arrives once the backend is ready.
+        try await withBackendAndProxy(
+            backend: { $0.setupMs = 400 },
+            proxy: { settings in
+                settings.readyGate = .message
+                settings.maxBufferBytes = 8192
+            }
+        ) { backend, proxy in
+            let connection = try await H2TestConnection.connect(port: proxy.port)
+            let messages = (0..<200).map { index in "\(index):" + String(repeating: "x", count: 1000) }
+            let echoed = try await withTimeout(seconds: 20) {
+                try await connection.withStream { peer in
+                    try await peer.connect(path: "/ws")
+                    for message in messages { try await peer.send(clientFrame(.text, Array(message.utf8))) }
+                    #expect(try await peer.readStatus() == 200)
+                    let echoed = try await peer.readTexts(messages.count, skipping: readyMessage)
+                    try await peer.send(clientFrame(.close, closePayload(1000)), endStream: true)
+                    _ = try await peer.readToEnd()
+                    return echoed
+                }
+            }
+            #expect(echoed == messages)
+            let record = try await proxy.sessions.waitFor(1)[0]
+            // Past the cap, at most what the stream's window had let in: the rest of one read.
+            #expect(record.peakHeldBytes <= 8192 + 65_535, "held beyond the window: \(record.peakHeldBytes)")
+            #expect(backend.counters.failedEarly == 0)
+            await connection.close()
+        }
+    }
+
     @Test func aResetStreamEndsItsSessionAndNoOther() async throws {
         try await withBackendAndProxy(backend: { $0.setupMs = 0 }, proxy: { _ in }) { _, proxy in
             let connection = try await H2TestConnection.connect(port: proxy.port)

@@ -271,3 +271,26 @@ def test_a_reset_stream_ends_its_session_only(backend, readygate):
     client.wait(lambda: kept in client.ended or kept in client.reset)
     assert kept in client.ended  # a clean end: close handshake, then END_STREAM both ways
     client.close()
+
+
+def test_a_flood_before_ready_is_held_within_the_window_and_delivered_in_order(backend, readygate):
+    # 200 kB before READY against an 8 kB hold: the stream stalls at its window, nothing is lost.
+    b = backend(SETUP_MS="400", SEND_READY="1")
+    rg = readygate(b.port, READYGATE_READY_GATE="message", READYGATE_MAX_BUFFER_BYTES="8192")
+    client = H2WebSocketClient(rg.port)
+    stream_id = client.open("/echo")
+    messages = [(f"{n}:" + "x" * 1000).encode() for n in range(200)]
+    for message in messages:
+        while client.conn.local_flow_control_window(stream_id) < len(message) + 14:
+            client.pump()  # the proxy's WINDOW_UPDATEs come only as it reads
+        client.send(stream_id, ws_frame(0x1, message))
+
+    def echoes() -> list[bytes]:
+        frames = ws_parse(bytearray(client.bytes.get(stream_id, b"")))
+        return [payload for opcode, payload in frames if opcode == 0x1 and payload != READY]
+
+    client.wait(lambda: len(echoes()) >= len(messages) or stream_id in client.ended)
+    assert echoes() == messages
+    client.close()
+    summary = rg.wait_for_records("session_summary", count=1)
+    assert summary and int(summary[0]["peak_held_bytes"]) <= 8192 + 65535, summary

@@ -220,6 +220,19 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Outbound (the relay's bytes)
 
+    /// A stream channel with DATA waiting delivers it within `read()`, where a socket only asks the
+    /// kernel. The relay handlers were written for sockets (the hold, releasing, reads on and then
+    /// leaves the pipeline): on a WebSocket stream the read is passed on from the event loop, after
+    /// the handler that asked has finished, as a socket's would be.
+    func read(context: ChannelHandlerContext) {
+        switch state {
+        case .bytes, .sessionPending:
+            context.eventLoop.assumeIsolated().execute { context.read() }
+        case .awaitingHeaders, .done:
+            context.read()
+        }
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let bytes = unwrapOutboundIn(data)
         guard !outputClosed else {
