@@ -67,6 +67,8 @@ struct SettingsOptions: ParsableArguments {
     var logFormat: String?
     @Option(help: "trace … critical (READYGATE_LOG_LEVEL).")
     var logLevel: String?
+    @Option(help: "HTTP/2 streams one connection may have open (READYGATE_HTTP2_MAX_STREAMS).")
+    var http2MaxStreams: String?
 
     /// The flags that were given, keyed like the environment variables they override.
     var flagValues: [ReadyGateConfigKey: String] {
@@ -82,7 +84,7 @@ struct SettingsOptions: ParsableArguments {
             (.httpIdleTimeoutMs, httpIdleTimeoutMs), (.httpHeaderTimeoutMs, httpHeaderTimeoutMs),
             (.drainTimeoutMs, drainTimeoutMs), (.closeLingerMs, closeLingerMs), (.threads, threads),
             (.wsIdleTimeoutMs, wsIdleTimeoutMs), (.pingIntervalMs, pingIntervalMs),
-            (.logFormat, logFormat), (.logLevel, logLevel),
+            (.logFormat, logFormat), (.logLevel, logLevel), (.http2MaxStreams, http2MaxStreams),
         ]
         var values: [ReadyGateConfigKey: String] = [:]
         for (key, value) in pairs { if let value { values[key] = value } }

@@ -154,6 +154,14 @@ struct HTTP2IntegrationTests {
         #expect(HTTP2PrefaceSniffer.verdict(ByteBuffer(string: "G")) == .http1)
     }
 
+    @Test func theSettingsAnnounceExtendedConnectAndTheStreamLimit() {
+        var settings = ReadyGateSettings()
+        settings.http2MaxStreams = 12
+        let announced = HTTP2Pipeline.initialSettings(settings)
+        #expect(announced.contains { $0.parameter == .maxConcurrentStreams && $0.value == 12 })
+        #expect(announced.contains { $0.parameter == .enableConnectProtocol && $0.value == 1 })
+    }
+
     // MARK: WebSockets (RFC 8441)
 
     @Test func fiftyWebSocketStreamsOnOneConnectionEachHeldUntilItsBackendIsReady() async throws {

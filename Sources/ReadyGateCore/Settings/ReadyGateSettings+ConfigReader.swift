@@ -72,6 +72,7 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case threads = "READYGATE_THREADS"
     case logFormat = "READYGATE_LOG_FORMAT"
     case logLevel = "READYGATE_LOG_LEVEL"
+    case http2MaxStreams = "READYGATE_HTTP2_MAX_STREAMS"
 
     /// `READYGATE_*` names in `names` that ReadyGate does not know: most likely typos, which would
     /// otherwise be ignored silently.
@@ -183,6 +184,7 @@ extension ReadyGateSettings {
             }
             logLevel = level.lowercased()
         }
+        http2MaxStreams = try source.integer(.http2MaxStreams, in: 1...65_536, default: http2MaxStreams)
     }
 
     /// The effective settings as `VARIABLE=value` lines, for `readygate check-config`.
@@ -218,6 +220,7 @@ extension ReadyGateSettings {
             ("READYGATE_THREADS", threads.map(String.init) ?? "(one per core)"),
             ("READYGATE_LOG_FORMAT", logFormat.rawValue),
             ("READYGATE_LOG_LEVEL", logLevel),
+            ("READYGATE_HTTP2_MAX_STREAMS", String(http2MaxStreams)),
         ]
     }
 }

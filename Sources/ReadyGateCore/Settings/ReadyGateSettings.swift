@@ -179,6 +179,9 @@ public struct ReadyGateSettings: Sendable, Equatable {
     public var threads: Int?
     public var logFormat: LogFormat = .json
     public var logLevel = "info"
+    /// HTTP/2: streams (plain requests and RFC 8441 WebSockets) one client connection may have
+    /// open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    public var http2MaxStreams = 256
 
     public init() {}
 

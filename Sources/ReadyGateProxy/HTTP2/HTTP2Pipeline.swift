@@ -1,31 +1,32 @@
 import Logging
 import NIOCore
 import NIOHTTP2
+import ReadyGateCore
 
 /// HTTP/2 on a client connection: h2c with prior knowledge (``HTTP2PrefaceSniffer``) or h2 by ALPN
 /// (the TLS listener). NIOHTTP2 speaks the protocol; every stream the client opens gets an
 /// ``HTTP2StreamRouter``, which makes it a plain request to the backend pool or, for an extended
 /// CONNECT (RFC 8441), a ``WebSocketSession``.
 enum HTTP2Pipeline {
-    /// `SETTINGS_MAX_CONCURRENT_STREAMS`: streams (plain requests and WebSockets) one connection
-    /// may have open at once.
-    static let maxConcurrentStreams = 256
     /// `SETTINGS_MAX_HEADER_LIST_SIZE`, as NIOHTTP2's default.
     static let maxHeaderListSize = 16 << 10
 
     /// What the proxy announces: `SETTINGS_ENABLE_CONNECT_PROTOCOL` lets clients open WebSockets
     /// with an extended CONNECT (RFC 8441 §3). Stream windows are NIOHTTP2's 64 KiB default, so a
     /// stream the proxy does not read (a held or back-pressured WebSocket) costs at most that.
-    static let initialSettings: HTTP2Settings = [
-        HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
-        HTTP2Setting(parameter: .maxHeaderListSize, value: maxHeaderListSize),
-        HTTP2Setting(parameter: .enableConnectProtocol, value: 1),
-    ]
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` is `READYGATE_HTTP2_MAX_STREAMS`.
+    static func initialSettings(_ settings: ReadyGateSettings) -> HTTP2Settings {
+        [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: settings.http2MaxStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: maxHeaderListSize),
+            HTTP2Setting(parameter: .enableConnectProtocol, value: 1),
+        ]
+    }
 
     /// Installs HTTP/2 on `channel`, whose next inbound bytes are the client's connection preface.
     static func configure(channel: any Channel, environment: ProxyEnvironment) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = initialSettings
+        connection.initialSettings = initialSettings(environment.settings)
         let observer = HTTP2ConnectionObserver(environment: environment)
         let sync = channel.pipeline.syncOperations
         _ = try sync.configureHTTP2Pipeline(
