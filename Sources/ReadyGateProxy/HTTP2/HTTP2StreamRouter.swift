@@ -48,6 +48,11 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
         self.environment = environment
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // A session still waiting for its answer is let go of with the stream.
+        state = .done
+    }
+
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
