@@ -104,6 +104,17 @@ struct HTTP2IntegrationTests {
         }
     }
 
+    @Test func aConnectionWithoutStreamsForTheIdleTimeoutIsClosed() async throws {
+        let backend = try await HTTPTestBackend.start()
+        let proxy = try await ProxyFixture.start(upstreamPort: backend.port) { $0.httpIdleTimeoutMs = 300 }
+        let connection = try await H2TestConnection.connect(port: proxy.port)
+        #expect(try await connection.request(path: "/").status == 200)
+        try await withTimeout(seconds: 10) { try await connection.channel.closeFuture.get() }
+        #expect(connection.frames.goAwaysSeen == [HTTP2StreamID(1)])
+        try await proxy.stop()
+        try await backend.close()
+    }
+
     // MARK: Detection
 
     @Test func aClientStalledMidPrefaceGets408() async throws {

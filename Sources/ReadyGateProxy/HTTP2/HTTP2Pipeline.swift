@@ -71,6 +71,8 @@ enum HTTP2Pipeline {
 /// It is the connection's shutdown participant (`environment.httpConnections`): a drain sends
 /// GOAWAY (no new streams; the streams open run on, their requests and sessions draining as on
 /// HTTP/1.1) and closes the connection when its last stream has closed; the drain deadline closes it.
+/// A connection without any stream for `READYGATE_HTTP_IDLE_TIMEOUT_MS` gets GOAWAY and is closed,
+/// as an idle HTTP/1.1 connection is.
 final class HTTP2ConnectionObserver: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -81,6 +83,8 @@ final class HTTP2ConnectionObserver: ChannelInboundHandler {
     private var lastStreamID = HTTP2StreamID.rootStream
     private var draining = false
     private var registered = false
+    /// Closes the connection when it has had no stream for `READYGATE_HTTP_IDLE_TIMEOUT_MS`.
+    private var idleTimer: Scheduled<Void>?
 
     init(environment: ProxyEnvironment) {
         self.environment = environment
@@ -90,6 +94,7 @@ final class HTTP2ConnectionObserver: ChannelInboundHandler {
         self.context = context
         registered = true
         environment.httpConnections.add(self, on: context.eventLoop)
+        armIdleTimer()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -103,6 +108,8 @@ final class HTTP2ConnectionObserver: ChannelInboundHandler {
     }
 
     private func leave() {
+        idleTimer?.cancel()
+        idleTimer = nil
         guard registered else { return }
         registered = false
         environment.httpConnections.remove(self)
@@ -111,11 +118,43 @@ final class HTTP2ConnectionObserver: ChannelInboundHandler {
     func streamOpened(_ id: HTTP2StreamID) {
         openStreams += 1
         lastStreamID = max(lastStreamID, id)
+        idleTimer?.cancel()
+        idleTimer = nil
     }
 
     func streamClosed() {
         openStreams -= 1
-        if draining && openStreams == 0 { context?.close(promise: nil) }
+        guard openStreams == 0 else { return }
+        if draining {
+            context?.close(promise: nil)
+        } else {
+            armIdleTimer()
+        }
+    }
+
+    /// No stream open: as an HTTP/1.1 connection waiting for its next request, the connection may
+    /// stay for the idle timeout, then it gets GOAWAY and is closed.
+    private func armIdleTimer() {
+        guard let context, idleTimer == nil else { return }
+        let timeout = TimeAmount.milliseconds(Int64(environment.settings.httpIdleTimeoutMs))
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            idleTimer = nil
+            guard openStreams == 0, let context = self.context else { return }
+            environment.logger.debug(
+                "client_idle_timeout",
+                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")", "transport": "h2"]
+            )
+            sendGoAway(context: context)
+            context.close(promise: nil)
+        }
+    }
+
+    private func sendGoAway(context: ChannelHandlerContext) {
+        let goAway = HTTP2Frame(
+            streamID: .rootStream,
+            payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)
+        )
+        context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -159,11 +198,7 @@ extension HTTP2ConnectionObserver: ShutdownParticipant {
     func drain() {
         guard let context, !draining else { return }
         draining = true
-        let goAway = HTTP2Frame(
-            streamID: .rootStream,
-            payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)
-        )
-        context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+        sendGoAway(context: context)
         if openStreams == 0 { context.close(promise: nil) }
     }
 
