@@ -73,6 +73,8 @@ struct SettingsOptions: ParsableArguments {
     var tlsKey: String?
     @Option(help: "PEM trust roots for an https:// or wss:// backend (READYGATE_UPSTREAM_CA; default: the system's).")
     var upstreamCa: String?
+    @Option(help: "HTTP/2 streams one connection may have open (READYGATE_HTTP2_MAX_STREAMS).")
+    var http2MaxStreams: String?
 
     /// The flags that were given, keyed like the environment variables they override.
     var flagValues: [ReadyGateConfigKey: String] {
@@ -88,7 +90,7 @@ struct SettingsOptions: ParsableArguments {
             (.httpIdleTimeoutMs, httpIdleTimeoutMs), (.httpHeaderTimeoutMs, httpHeaderTimeoutMs),
             (.drainTimeoutMs, drainTimeoutMs), (.closeLingerMs, closeLingerMs), (.threads, threads),
             (.wsIdleTimeoutMs, wsIdleTimeoutMs), (.pingIntervalMs, pingIntervalMs),
-            (.logFormat, logFormat), (.logLevel, logLevel),
+            (.logFormat, logFormat), (.logLevel, logLevel), (.http2MaxStreams, http2MaxStreams),
             (.tlsCert, tlsCert), (.tlsKey, tlsKey), (.upstreamCA, upstreamCa),
         ]
         var values: [ReadyGateConfigKey: String] = [:]

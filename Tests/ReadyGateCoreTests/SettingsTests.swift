@@ -523,6 +523,15 @@ struct SettingsTests {
         }
     }
 
+    @Test("READYGATE_HTTP2_MAX_STREAMS: 256 by default, 1…65536")
+    func http2MaxStreams() throws {
+        #expect(ReadyGateSettings().http2MaxStreams == 256)
+        #expect(try readSettings(["READYGATE_HTTP2_MAX_STREAMS": "1000"]).http2MaxStreams == 1000)
+        for bad in ["0", "65537", "many"] {
+            #expect(throws: SettingsError.self) { try readSettings(["READYGATE_HTTP2_MAX_STREAMS": bad]) }
+        }
+    }
+
     @Test("config keys map to the variable names")
     func configKeys() {
         for key in ReadyGateConfigKey.allCases {

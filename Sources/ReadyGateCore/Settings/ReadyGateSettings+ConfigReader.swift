@@ -77,6 +77,7 @@ public enum ReadyGateConfigKey: String, Sendable, CaseIterable {
     case tlsCert = "READYGATE_TLS_CERT"
     case tlsKey = "READYGATE_TLS_KEY"
     case upstreamCA = "READYGATE_UPSTREAM_CA"
+    case http2MaxStreams = "READYGATE_HTTP2_MAX_STREAMS"
 
     /// `READYGATE_*` names in `names` that ReadyGate does not know: most likely typos, which would
     /// otherwise be ignored silently.
@@ -189,6 +190,7 @@ extension ReadyGateSettings {
             logLevel = level.lowercased()
         }
         try readTLS(source)
+        http2MaxStreams = try source.integer(.http2MaxStreams, in: 1...65_536, default: http2MaxStreams)
     }
 
     /// The effective settings as `VARIABLE=value` lines, for `readygate check-config`.
@@ -224,6 +226,7 @@ extension ReadyGateSettings {
             ("READYGATE_THREADS", threads.map(String.init) ?? "(one per core)"),
             ("READYGATE_LOG_FORMAT", logFormat.rawValue),
             ("READYGATE_LOG_LEVEL", logLevel),
+            ("READYGATE_HTTP2_MAX_STREAMS", String(http2MaxStreams)),
         ]
         return values + tlsEffectiveValues
     }

@@ -185,6 +185,9 @@ public struct ReadyGateSettings: Sendable, Equatable {
     /// The PEM file of the trust roots for a TLS upstream (`READYGATE_UPSTREAM_CA`); nil: the
     /// system trust store.
     public var upstreamCAPath: String?
+    /// HTTP/2: streams (plain requests and RFC 8441 WebSockets) one client connection may have
+    /// open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    public var http2MaxStreams = 256
 
     public init() {}
 

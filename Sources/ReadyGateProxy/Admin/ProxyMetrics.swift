@@ -44,6 +44,11 @@ public final class ProxyMetrics: Sendable {
     private let tlsHandshakeFailures: Counter
     private let tlsReloadsOK: Counter
     private let tlsReloadsFailed: Counter
+    /// HTTP/2 (h2c with prior knowledge, or h2 by ALPN).
+    private let http2Connections: Counter
+    private let http2StreamsActive: Gauge
+    private let http2StreamResets: Counter
+    private let http2GoAways: Counter
 
     /// A metric's name and its `# HELP` text: one place for both, so a name is never made with
     /// two texts.
@@ -130,11 +135,28 @@ public final class ProxyMetrics: Sendable {
         name: "readygate_tls_reloads_total",
         help: "Reloads of READYGATE_TLS_CERT and READYGATE_TLS_KEY (SIGHUP), by result (ok, failed)."
     )
+    static let h2Connections = Family(
+        name: "readygate_http2_connections_total",
+        help: "Client connections that spoke HTTP/2 (h2c with prior knowledge or h2 by ALPN)."
+    )
+    static let h2Streams = Family(
+        name: "readygate_http2_streams_active",
+        help: "HTTP/2 streams open now (plain requests and RFC 8441 WebSockets)."
+    )
+    static let h2Resets = Family(
+        name: "readygate_http2_stream_resets_total",
+        help: "HTTP/2 streams the client reset (RST_STREAM) before they ended."
+    )
+    static let h2GoAways = Family(
+        name: "readygate_http2_goaways_total",
+        help: "GOAWAY frames received from HTTP/2 clients."
+    )
 
     /// Every family `/metrics` shows, each with its `# HELP` line.
     static let families = [
         sessions, active, gateDelay, racePatterns, early, undelivered, attempts, replayed, ready, messages, bytes,
         httpResponses, connections, refused, held, heldCapPauses, tlsHandshakeFailed, tlsReloads,
+        h2Connections, h2Streams, h2Resets, h2GoAways,
     ]
 
     static let timeToReadyLabel = ready.name
@@ -200,6 +222,10 @@ public final class ProxyMetrics: Sendable {
         tlsHandshakeFailures = counter(Self.tlsHandshakeFailed)
         tlsReloadsOK = counter(Self.tlsReloads, [("result", "ok")])
         tlsReloadsFailed = counter(Self.tlsReloads, [("result", "failed")])
+        http2Connections = counter(Self.h2Connections)
+        http2StreamsActive = registry.makeGauge(descriptor: Self.h2Streams.descriptor)
+        http2StreamResets = counter(Self.h2Resets)
+        http2GoAways = counter(Self.h2GoAways)
     }
 
     /// A TLS handshake of a client connection failed or timed out.
@@ -210,6 +236,26 @@ public final class ProxyMetrics: Sendable {
     /// The listener's certificate was reloaded (`ok`), or the reload failed and the old one stays.
     public func tlsReloaded(ok: Bool) {
         (ok ? tlsReloadsOK : tlsReloadsFailed).increment()
+    }
+
+    /// A connection turned out to speak HTTP/2.
+    func http2ConnectionOpened() {
+        http2Connections.increment()
+    }
+
+    /// An HTTP/2 stream opened (`1`) or closed (`-1`).
+    func http2StreamsChanged(by delta: Int) {
+        http2StreamsActive.increment(by: Double(delta))
+    }
+
+    /// The client reset a stream that had not ended.
+    func http2StreamReset() {
+        http2StreamResets.increment()
+    }
+
+    /// The client sent GOAWAY.
+    func http2GoAwayReceived() {
+        http2GoAways.increment()
     }
 
     /// A client connection was admitted (`1`) or has closed (`-1`).

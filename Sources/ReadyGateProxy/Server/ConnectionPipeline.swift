@@ -23,8 +23,11 @@ enum ConnectionPipeline {
         }
     }
 
-    /// The plaintext listener: HTTP/1.1 (h2c with prior knowledge comes here too).
+    /// The plaintext listener: HTTP/1.1, or h2c with prior knowledge. The HTTP/1.1 handlers are
+    /// installed at once; the ``HTTP2PrefaceSniffer`` in front of them replaces them with HTTP/2 when
+    /// the connection's first bytes are the HTTP/2 preface.
     static func configurePlaintext(channel: any Channel, environment: ProxyEnvironment) throws {
+        try channel.pipeline.syncOperations.addHandler(HTTP2PrefaceSniffer(environment: environment))
         try ReadyGateServer.configureHTTP1(channel: channel, environment: environment)
     }
 }

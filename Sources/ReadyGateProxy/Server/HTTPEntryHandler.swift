@@ -126,7 +126,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 request: head,
                 headers: headers,
                 upgrade: upgrade,
-                clientContext: context
+                responder: HTTP1ClientResponder(context: context)
             )
             state = .upgrading(session)
             session.start()

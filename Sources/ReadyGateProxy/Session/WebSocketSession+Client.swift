@@ -35,7 +35,10 @@ extension WebSocketSession {
             return
         }
         if machine.acceptMode == .upstream {
-            clientChannel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            // An HTTP/2 stream channel does not start reading when `autoRead` is turned back on (a
+            // socket channel does): the read is asked for, which is harmless on a socket.
+            let channel = clientChannel
+            channel.setOption(ChannelOptions.autoRead, value: true).assumeIsolated().whenSuccess { channel.read() }
         }
     }
 

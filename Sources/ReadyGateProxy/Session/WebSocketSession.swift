@@ -58,11 +58,11 @@ final class WebSocketSession {
         request: HTTPRequestHead,
         headers: HTTPHeaderList,
         upgrade: ClientUpgradeRequest,
-        clientContext: ChannelHandlerContext
+        responder: any ClientResponder
     ) {
         self.environment = environment
         let settings = environment.settings
-        self.eventLoop = clientContext.eventLoop
+        self.eventLoop = responder.channel.eventLoop
         let record = SessionRecord(
             id: String(UInt64.random(in: 0...UInt64.max), radix: 16),
             environment: settings.environment,
@@ -90,8 +90,8 @@ final class WebSocketSession {
             upgrade: upgrade,
             upstreamKey: WebSocketHandshake.makeKey(using: &generator)
         )
-        self.clientChannel = clientContext.channel
-        self.responder = HTTP1ClientResponder(context: clientContext)
+        self.clientChannel = responder.channel
+        self.responder = responder
     }
 
     /// The environment's logger with this session's id. Made when a line is logged (a few times per
