@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -139,8 +140,15 @@ def ws_parse(buffer: bytearray) -> list[tuple[int, bytes]]:
 class H2WebSocketClient:
     """WebSockets over one h2c connection (RFC 8441) with the `h2` state machine."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, tls: "ssl.SSLContext | None" = None):
         self.sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
+        self.scheme = "http"
+        if tls is not None:
+            # h2 over TLS: chosen by ALPN.
+            tls.set_alpn_protocols(["h2"])
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
+            assert self.sock.selected_alpn_protocol() == "h2"
+            self.scheme = "https"
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.conn.initiate_connection()
         self.flush()
@@ -185,7 +193,7 @@ class H2WebSocketClient:
     def open(self, path: str, protocol: str = "websocket", end_stream: bool = False) -> int:
         stream_id = self.conn.get_next_available_stream_id()
         self.conn.send_headers(stream_id, [
-            (":method", "CONNECT"), (":protocol", protocol), (":scheme", "http"), (":path", path),
+            (":method", "CONNECT"), (":protocol", protocol), (":scheme", self.scheme), (":path", path),
             (":authority", f"{HOST}"), ("sec-websocket-version", "13"),
         ], end_stream=end_stream)
         self.flush()

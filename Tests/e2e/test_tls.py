@@ -240,3 +240,36 @@ def test_untrusted_upstream_certificate_is_a_502(readygate, pki, tmp_path):
         assert failures and "CERTIFICATE_VERIFY_FAILED" in failures[0]["last_error"].upper(), rg.log()
     finally:
         stop_process(proc)
+
+
+def test_h2_over_tls_by_alpn_plain_requests_and_websockets(backend, readygate, pki):
+    """ALPN h2 on the TLS listener: curl's request is HTTP/2, and ten RFC 8441 WebSockets on one
+    TLS connection, each sending before its backend is ready, all get their echoes."""
+    from test_http2 import READY, H2WebSocketClient, ws_frame, ws_parse
+
+    b = backend(SETUP_MS="300", SEND_READY="1")
+    rg = readygate(b.port, READYGATE_READY_GATE="message", **tls_env(pki))
+    out = curl("--cacert", str(pki / "ca.pem"), "--http2", "--resolve", f"localhost:{rg.port}:{HOST}",
+               "-o", "/dev/null", "-w", "%{http_version} %{response_code}", f"https://localhost:{rg.port}/http/info")
+    assert out.returncode == 0, out.stderr.decode() + rg.log()
+    assert out.stdout.decode() == "2 200"
+
+    client = H2WebSocketClient(rg.port, tls=client_context(pki))
+    streams = []
+    for n in range(10):
+        stream_id = client.open(f"/echo?n={n}")
+        client.send(stream_id, ws_frame(0x1, f"early {n}".encode()))
+        streams.append(stream_id)
+
+    def echoes(stream_id: int) -> list[bytes]:
+        frames = ws_parse(bytearray(client.bytes.get(stream_id, b"")))
+        return [payload for opcode, payload in frames if opcode == 0x1 and payload != READY]
+
+    client.wait(lambda: all(echoes(s) for s in streams) or bool(client.reset))
+    assert not client.reset
+    for n, stream_id in enumerate(streams):
+        assert client.statuses[stream_id] == "200"
+        assert echoes(stream_id)[0] == f"early {n}".encode()
+    client.close()
+    summaries = rg.wait_for_records("session_summary", count=10)
+    assert len(summaries) == 10, rg.log()
