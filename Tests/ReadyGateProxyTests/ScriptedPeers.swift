@@ -154,7 +154,15 @@ final class ScriptedBackend: Sendable {
             }
         self.server = server
         self.port = server.channel.localAddress?.port ?? 0
-        self.task = Task {
+        self.task = Self.serve(server, script: script)
+    }
+
+    /// Runs `script` on each connection `server` accepts (numbered from 0), until it closes.
+    static func serve(
+        _ server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>,
+        script: @escaping @Sendable (Int, inout ScriptedConnection) async throws -> Void
+    ) -> Task<Void, Never> {
+        Task {
             try? await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
                     var index = 0

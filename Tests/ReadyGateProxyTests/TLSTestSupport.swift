@@ -286,27 +286,7 @@ final class TLSScriptedBackend: Sendable {
             }
         self.server = server
         self.port = server.channel.localAddress?.port ?? 0
-        self.task = Task {
-            try? await server.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    var index = 0
-                    for try await connection in inbound {
-                        let number = index
-                        index += 1
-                        group.addTask {
-                            try? await connection.executeThenClose { inbound, outbound in
-                                var scripted = ScriptedConnection(
-                                    channel: connection,
-                                    inbound: inbound,
-                                    outbound: outbound
-                                )
-                                try await script(number, &scripted)
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        self.task = ScriptedBackend.serve(server, script: script)
     }
 
     func close() async {
