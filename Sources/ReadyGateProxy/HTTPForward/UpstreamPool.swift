@@ -141,8 +141,25 @@ final class UpstreamPools: Sendable {
     /// Makes each pool's connector from the settings; TCP to `settings.upstream` unless a test
     /// injects in-memory channels.
     private let makeConnector: @Sendable (ReadyGateSettings) -> UpstreamPool.Connector
+    /// The fast path's pools (codec-free connections), and their connector: TCP by default, none
+    /// when a test injected only codec connections (the connection then takes the NIO path).
+    private let rawPools = NIOLockedValueBox([ObjectIdentifier: NIOLoopBound<RawUpstreamPool>]())
+    private let makeRawConnector: (@Sendable (ReadyGateSettings) -> RawUpstreamPool.Connector)?
 
-    init(makeConnector: (@Sendable (ReadyGateSettings) -> UpstreamPool.Connector)? = nil) {
+    init(
+        makeConnector: (@Sendable (ReadyGateSettings) -> UpstreamPool.Connector)? = nil,
+        makeRawConnector: (@Sendable (ReadyGateSettings) -> RawUpstreamPool.Connector)? = nil
+    ) {
+        if makeConnector == nil && makeRawConnector == nil {
+            self.makeRawConnector = { settings in
+                RawUpstreamPool.tcpConnector(
+                    target: settings.upstream,
+                    connectTimeout: .milliseconds(Int64(settings.httpResponseTimeoutMs))
+                )
+            }
+        } else {
+            self.makeRawConnector = makeRawConnector
+        }
         self.makeConnector =
             makeConnector ?? { settings in
                 UpstreamPool.tcpConnector(
@@ -170,10 +187,40 @@ final class UpstreamPools: Sendable {
         return bound.value
     }
 
+    /// Whether plain requests may take the fast path (``FastHTTP1Handler``).
+    var supportsRawForwarding: Bool { makeRawConnector != nil }
+
+    /// The fast path's pool of `eventLoop`, created on first use. Call on `eventLoop`, and only when
+    /// ``supportsRawForwarding``.
+    func rawPool(for eventLoop: any EventLoop, settings: ReadyGateSettings) -> RawUpstreamPool {
+        let key = ObjectIdentifier(eventLoop)
+        let bound = rawPools.withLockedValue { pools in
+            if let existing = pools[key] { return existing }
+            let connector =
+                makeRawConnector?(settings) ?? { eventLoop, _ in
+                    eventLoop.makeFailedFuture(UpstreamConnectError.unsupportedEventLoop)
+                }
+            let pool = RawUpstreamPool(
+                eventLoop: eventLoop,
+                maxIdle: settings.httpPoolIdleMax,
+                idleTimeout: Self.idleTimeout,
+                connector: connector
+            )
+            let bound = NIOLoopBound(pool, eventLoop: eventLoop)
+            pools[key] = bound
+            return bound
+        }
+        return bound.value
+    }
+
     /// Closes every pool's idle connections, each on its own loop.
     func closeAll() {
         let all = pools.withLockedValue { Array($0.values) }
         for bound in all {
+            bound.eventLoop.execute { bound.value.closeAll() }
+        }
+        let raw = rawPools.withLockedValue { Array($0.values) }
+        for bound in raw {
             bound.eventLoop.execute { bound.value.closeAll() }
         }
     }

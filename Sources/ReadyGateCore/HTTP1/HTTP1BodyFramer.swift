@@ -1,0 +1,173 @@
+/// Finds where an HTTP/1.1 message body ends (RFC 9112 §6, §7.1) without decoding it: the proxy
+/// passes body bytes through as they are, and only needs to know how many of the bytes it read
+/// belong to the body and when the message is complete.
+///
+/// Feed it the bytes that follow the head, in any pieces; each ``consume(_:)`` says how many of
+/// them belong to the message (the rest begin the next one) and whether the message ended. A
+/// chunked body is checked as it goes: chunk sizes in hex (at most 15 digits), extensions, the
+/// CRLF after each chunk, trailer fields; anything else is an error. The state is a few scalars, so
+/// the result does not depend on how the bytes were split.
+public struct HTTP1BodyFramer: Sendable, Equatable {
+    public enum Error: Swift.Error, Sendable, Equatable {
+        case invalidChunkSize
+        case invalidChunkExtension
+        case missingChunkCRLF
+        case invalidTrailer
+        case trailerTooLarge
+    }
+
+    enum State: Sendable, Equatable {
+        case length(remaining: UInt64)
+        case untilClose
+        // Chunked, in the order a chunk is read.
+        case chunkSize(digits: Int, value: UInt64)
+        case chunkExtension(quoted: Bool, escaped: Bool)
+        case chunkSizeLF(last: Bool)
+        case chunkData(remaining: UInt64)
+        case chunkDataCR
+        case chunkDataLF
+        /// At the start of a trailer line (or the final empty line).
+        case trailerLineStart
+        case trailerLine
+        case trailerLF(empty: Bool)
+        case done
+    }
+
+    private(set) var state: State
+    private var trailerBytes = 0
+    /// The most trailer bytes accepted.
+    public static let trailerLimit = 16 * 1024
+
+    public init(_ framing: HTTP1Head.Framing) {
+        switch framing {
+        case .none: state = .done
+        case .length(let length): state = length == 0 ? .done : .length(remaining: length)
+        case .chunked: state = .chunkSize(digits: 0, value: 0)
+        case .untilClose: state = .untilClose
+        }
+    }
+
+    /// Whether the message is complete.
+    public var isComplete: Bool { state == .done }
+
+    /// Whether the body ends only when the connection closes.
+    public var isUntilClose: Bool { state == .untilClose }
+
+    /// Takes `bytes` following what was consumed before: returns how many of them belong to the
+    /// message (all of them unless it ended within them).
+    public mutating func consume(_ bytes: UnsafeRawBufferPointer) throws(Error) -> Int {
+        var i = 0
+        let n = bytes.count
+        while i < n {
+            switch state {
+            case .done:
+                return i
+            case .untilClose:
+                return n
+            case .length(let remaining):
+                let take = UInt64(n - i) < remaining ? UInt64(n - i) : remaining
+                i += Int(take)
+                state = remaining == take ? .done : .length(remaining: remaining - take)
+            case .chunkData(let remaining):
+                let take = UInt64(n - i) < remaining ? UInt64(n - i) : remaining
+                i += Int(take)
+                state = remaining == take ? .chunkDataCR : .chunkData(remaining: remaining - take)
+            case .chunkSize(let digits, let value):
+                let byte = bytes[i]
+                if let digit = Self.hexValue(byte) {
+                    guard digits < 15 else { throw .invalidChunkSize }
+                    state = .chunkSize(digits: digits + 1, value: value << 4 | UInt64(digit))
+                } else if digits == 0 {
+                    throw .invalidChunkSize
+                } else if byte == UInt8(ascii: ";") {
+                    state = .chunkExtension(quoted: false, escaped: false)
+                    // The size is kept in `pendingSize` below.
+                    pendingSize = value
+                } else if byte == 13 {
+                    pendingSize = value
+                    state = .chunkSizeLF(last: value == 0)
+                } else {
+                    throw .invalidChunkSize
+                }
+                i += 1
+            case .chunkExtension(let quoted, let escaped):
+                let byte = bytes[i]
+                if quoted {
+                    guard byte == 9 || (byte >= 32 && byte != 0x7F) else { throw .invalidChunkExtension }
+                    if escaped {
+                        state = .chunkExtension(quoted: true, escaped: false)
+                    } else if byte == UInt8(ascii: "\\") {
+                        state = .chunkExtension(quoted: true, escaped: true)
+                    } else if byte == UInt8(ascii: "\"") {
+                        state = .chunkExtension(quoted: false, escaped: false)
+                    }
+                } else if byte == 13 {
+                    state = .chunkSizeLF(last: pendingSize == 0)
+                } else if byte == UInt8(ascii: "\"") {
+                    state = .chunkExtension(quoted: true, escaped: false)
+                } else {
+                    guard
+                        HTTP1HeadParser.isTokenByte(byte) || byte == 32 || byte == 9 || byte == UInt8(ascii: ";")
+                            || byte == UInt8(ascii: "=")
+                    else { throw .invalidChunkExtension }
+                }
+                i += 1
+            case .chunkSizeLF(let last):
+                guard bytes[i] == 10 else { throw .missingChunkCRLF }
+                i += 1
+                state = last ? .trailerLineStart : .chunkData(remaining: pendingSize)
+                if !last && pendingSize == 0 { state = .chunkDataCR }
+            case .chunkDataCR:
+                guard bytes[i] == 13 else { throw .missingChunkCRLF }
+                i += 1
+                state = .chunkDataLF
+            case .chunkDataLF:
+                guard bytes[i] == 10 else { throw .missingChunkCRLF }
+                i += 1
+                state = .chunkSize(digits: 0, value: 0)
+            case .trailerLineStart:
+                let byte = bytes[i]
+                if byte == 13 {
+                    state = .trailerLF(empty: true)
+                } else {
+                    // A trailer field name: a token byte first (no obs-fold).
+                    guard HTTP1HeadParser.isTokenByte(byte) else { throw .invalidTrailer }
+                    state = .trailerLine
+                }
+                try countTrailerByte()
+                i += 1
+            case .trailerLine:
+                let byte = bytes[i]
+                if byte == 13 {
+                    state = .trailerLF(empty: false)
+                } else {
+                    guard byte == 9 || (byte >= 32 && byte != 0x7F) else { throw .invalidTrailer }
+                }
+                try countTrailerByte()
+                i += 1
+            case .trailerLF(let empty):
+                guard bytes[i] == 10 else { throw .invalidTrailer }
+                i += 1
+                state = empty ? .done : .trailerLineStart
+            }
+        }
+        return i
+    }
+
+    /// A chunk's size while its extensions and CRLF are read.
+    private var pendingSize: UInt64 = 0
+
+    private mutating func countTrailerByte() throws(Error) {
+        trailerBytes += 1
+        if trailerBytes > Self.trailerLimit { throw .trailerTooLarge }
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case 48...57: byte - 48
+        case 65...70: byte - 55
+        case 97...102: byte - 87
+        default: nil
+        }
+    }
+}
