@@ -37,8 +37,16 @@ public struct HTTP1Head: Sendable, Equatable {
         case untilClose
     }
 
+    /// The request methods the fast path knows; NIO's llhttp knows more (and refuses any it does
+    /// not know), so `.other` goes to the NIO path.
+    public enum Method: UInt8, Sendable, Equatable {
+        case get, head, post, put, delete, options, patch, trace, connect, other
+    }
+
     /// Request: the method; response: the status code's three digits.
     public var first: Range<Int>
+    /// Request: the method, if a common one (response: `.other`).
+    public var method: Method
     /// Request: the target; response: the reason phrase (maybe empty).
     public var second: Range<Int>
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
@@ -189,6 +197,7 @@ public enum HTTP1HeadParser {
         fields.reserveCapacity(12)
         var head = HTTP1Head(
             first: first,
+            method: isRequest ? methodKind(p, first) : .other,
             second: second,
             minorVersion: minor,
             status: status,
@@ -378,6 +387,23 @@ public enum HTTP1HeadParser {
             j += 1
         }
         return true
+    }
+
+    private static func methodKind(_ p: UnsafeRawBufferPointer, _ range: Range<Int>) -> HTTP1Head.Method {
+        // Methods are case-sensitive (RFC 9110 §9.1): exact bytes.
+        func equals(_ name: StaticString) -> Bool {
+            guard range.count == name.utf8CodeUnitCount else { return false }
+            for k in 0..<range.count where p[range.lowerBound + k] != name.utf8Start[k] { return false }
+            return true
+        }
+        switch range.count {
+        case 3: return equals("GET") ? .get : equals("PUT") ? .put : .other
+        case 4: return equals("HEAD") ? .head : equals("POST") ? .post : .other
+        case 5: return equals("PATCH") ? .patch : equals("TRACE") ? .trace : .other
+        case 6: return equals("DELETE") ? .delete : .other
+        case 7: return equals("OPTIONS") ? .options : equals("CONNECT") ? .connect : .other
+        default: return .other
+        }
     }
 
     private static func fieldKind(_ p: UnsafeRawBufferPointer, _ name: Range<Int>) -> HTTP1Head.FieldKind {

@@ -34,8 +34,11 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The most head bytes the fast path parses; a longer head goes to the NIO path (its limit).
     static let headLimit = 16 * 1024
     static let responseHeadLimit = 64 * 1024
+    /// A response body this small that came with its head is copied behind the head: one buffer.
+    static let coalescedBodyLimit = 4096
 
     private let environment: ProxyEnvironment
+    private let responseTimeout: TimeAmount
     private var context: ChannelHandlerContext?
     private var phase = Phase.awaitingHead
     /// Bytes read and not yet used: a head in progress, or requests pipelined behind the one in flight.
@@ -72,6 +75,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     init(environment: ProxyEnvironment) {
         self.environment = environment
         let settings = environment.settings
+        responseTimeout = .milliseconds(Int64(settings.httpResponseTimeoutMs))
         headDeadline = RequestHeadDeadline(
             idleTimeout: .milliseconds(Int64(settings.httpIdleTimeoutMs)),
             headerTimeout: .milliseconds(Int64(settings.httpHeaderTimeoutMs))
@@ -222,10 +226,9 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         case .invalid:
             fallBack(context: context)
         case .complete(let head):
-            let isCONNECT = bytes.withUnsafeReadableBytes {
-                HTTP1HeadParser.equalsLowercased($0, head.first, "connect")
-            }
-            guard head.minorVersion == 1, !head.hasUpgrade, !head.hasExpect, !isCONNECT else {
+            guard head.minorVersion == 1, !head.hasUpgrade, !head.hasExpect, head.method != .connect,
+                head.method != .other
+            else {
                 fallBack(context: context)
                 return
             }
@@ -272,11 +275,11 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
                 forwardedElement: identity.forwardedElement,
                 into: &out
             )
-            requestIsHEAD = HTTP1HeadParser.equalsLowercased(p, head.first, "head")
         }
         bytes.moveReaderIndex(forwardBy: head.length)
         inbound = bytes.readableBytes > 0 ? bytes : nil
         upstreamHead = out
+        requestIsHEAD = head.method == .head
         requestFramer = HTTP1BodyFramer(head.framing)
         clientKeepAlive = head.keepAlive
         lastUpstreamError = nil
@@ -398,6 +401,8 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     func upstreamRead(_ data: ByteBuffer, from connection: RawUpstreamHandler) {
         guard connection === upstream, machine.state == .exchanging, let context else { return }
         var bytes = data
+        // The response head, written with the first body bytes when they are few (one write, not two).
+        var headOut: ByteBuffer?
         if !responseHeadDone {
             if var partial = responseInbound {
                 partial.writeBuffer(&bytes)
@@ -461,12 +466,15 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
                     responseHeadDone = true
                     responseFramer = HTTP1BodyFramer(plan.upstreamFraming)
                     chunkEncode = plan.chunkEncode
-                    context.write(wrapOutboundOut(out), promise: nil)
+                    headOut = out
                     clientNeedsFlush = true
                 }
             }
         }
-        guard bytes.readableBytes > 0 || responseFramer.isComplete else { return }
+        guard bytes.readableBytes > 0 || responseFramer.isComplete else {
+            if let headOut { context.write(wrapOutboundOut(headOut), promise: nil) }
+            return
+        }
         let taken: Int
         do {
             taken = try bytes.withUnsafeReadableBytes { try responseFramer.consume($0) }
@@ -474,6 +482,16 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
             lastUpstreamError = error
             connection.close()
             return
+        }
+        if var head = headOut {
+            if taken > 0, taken <= Self.coalescedBodyLimit, !chunkEncode {
+                var body = bytes.readSlice(length: taken)!
+                head.writeBuffer(&body)
+                context.write(wrapOutboundOut(head), promise: nil)
+                if responseFramer.isComplete { responseEnded(extraBytes: bytes.readableBytes > 0) }
+                return
+            }
+            context.write(wrapOutboundOut(head), promise: nil)
         }
         if taken > 0 {
             lastProgress = context.eventLoop.now
@@ -545,7 +563,6 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func responseEnded(extraBytes: Bool) {
         guard let context, case .finish(let poolConnection, let keepClient) = machine.responseEnd() else { return }
-        cancelTimeout()
         if let connection = upstream {
             upstream = nil
             connection.detach()
@@ -583,31 +600,31 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Timers
 
+    /// The exchange's timer bounds the time without progress (as ``HTTPForwarder``'s does). One
+    /// timer serves the connection's exchanges: it is not cancelled when a response ends, and when it
+    /// fires it checks the exchange then in flight against its last progress, so a keep-alive
+    /// request costs no scheduled task.
     private func armTimeout() {
         guard timeout == nil, let context else { return }
-        scheduleTimeout(at: context.eventLoop.now + responseTimeout, attempt: machine.attempt)
+        scheduleTimeout(at: context.eventLoop.now + responseTimeout)
     }
 
-    private var responseTimeout: TimeAmount { .milliseconds(Int64(environment.settings.httpResponseTimeoutMs)) }
-
-    private func scheduleTimeout(at deadline: NIODeadline, attempt: Int) {
+    private func scheduleTimeout(at deadline: NIODeadline) {
         guard let context else { return }
         timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             timeout = nil
-            exchangeTimerFired(attempt: attempt)
+            exchangeTimerFired()
         }
     }
 
-    private func exchangeTimerFired(attempt: Int) {
-        guard let context else { return }
-        if machine.state == .exchanging, attempt == machine.attempt {
-            let stalledAt = lastProgress + responseTimeout
-            if stalledAt > context.eventLoop.now {
-                scheduleTimeout(at: stalledAt, attempt: attempt)
-                return
-            }
+    private func exchangeTimerFired() {
+        guard let context, machine.state == .exchanging else { return }
+        let stalledAt = lastProgress + responseTimeout
+        if stalledAt > context.eventLoop.now {
+            scheduleTimeout(at: stalledAt)
+            return
         }
-        switch machine.timedOut(attempt: attempt, upstreamWritable: upstream?.isWritable ?? false) {
+        switch machine.timedOut(attempt: machine.attempt, upstreamWritable: upstream?.isWritable ?? false) {
         case .fail(let failure):
             fail(
                 failure,
