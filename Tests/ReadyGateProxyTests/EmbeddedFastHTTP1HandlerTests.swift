@@ -163,6 +163,9 @@ struct EmbeddedFastHTTP1HandlerTests {
         arguments: [
             ("GET / HTTP/1.1\r\nHost: h\r\nX : y\r\n\r\n", "HTTP/1.1 400 Bad Request"),
             ("GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+            ("FOO / HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+            ("GET / HTTP/1.0\r\n\r\n", "HTTP/1.1 502 Bad Gateway"),
+            ("GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 502 Bad Gateway"),
             ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "HTTP/1.1 400 Bad Request"),
             (
                 "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -21,13 +21,22 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
         case untilClose
         // Chunked, in the order a chunk is read.
         case chunkSize(digits: Int, value: UInt64)
-        case chunkExtension(quoted: Bool, escaped: Bool)
+        // A chunk extension (RFC 9112 §7.1.1): `;name` or `;name=value`, repeated; the name a
+        // token, the value as lenient as llhttp's (see `consume`).
+        case extensionName(started: Bool)
+        case extensionValueStart
+        case extensionToken
+        case extensionQuoted(escaped: Bool)
+        case extensionAfterQuoted
         case chunkSizeLF(last: Bool)
         case chunkData(remaining: UInt64)
         case chunkDataCR
         case chunkDataLF
         /// At the start of a trailer line (or the final empty line).
         case trailerLineStart
+        /// In a trailer field's name.
+        case trailerName
+        /// In a trailer field's value.
         case trailerLine
         case trailerLF(empty: Bool)
         case done
@@ -80,8 +89,7 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
                 } else if digits == 0 {
                     throw .invalidChunkSize
                 } else if byte == UInt8(ascii: ";") {
-                    state = .chunkExtension(quoted: false, escaped: false)
-                    // The size is kept in `pendingSize` below.
+                    state = .extensionName(started: false)
                     pendingSize = value
                 } else if byte == 13 {
                     pendingSize = value
@@ -90,26 +98,58 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
                     throw .invalidChunkSize
                 }
                 i += 1
-            case .chunkExtension(let quoted, let escaped):
+            case .extensionName(let started):
                 let byte = bytes[i]
-                if quoted {
-                    guard byte == 9 || (byte >= 32 && byte != 0x7F) else { throw .invalidChunkExtension }
-                    if escaped {
-                        state = .chunkExtension(quoted: true, escaped: false)
-                    } else if byte == UInt8(ascii: "\\") {
-                        state = .chunkExtension(quoted: true, escaped: true)
-                    } else if byte == UInt8(ascii: "\"") {
-                        state = .chunkExtension(quoted: false, escaped: false)
-                    }
+                if HTTP1HeadParser.isTokenByte(byte) {
+                    state = .extensionName(started: true)
+                } else if started && byte == UInt8(ascii: "=") {
+                    state = .extensionValueStart
+                } else if byte == UInt8(ascii: ";") {
+                    // An empty name (`;;`) is allowed, as llhttp allows it.
+                    state = .extensionName(started: false)
+                } else if started && byte == 13 {
+                    state = .chunkSizeLF(last: pendingSize == 0)
+                } else {
+                    throw .invalidChunkExtension
+                }
+                i += 1
+            case .extensionAfterQuoted:
+                let byte = bytes[i]
+                if byte == UInt8(ascii: ";") {
+                    state = .extensionName(started: false)
                 } else if byte == 13 {
                     state = .chunkSizeLF(last: pendingSize == 0)
-                } else if byte == UInt8(ascii: "\"") {
-                    state = .chunkExtension(quoted: true, escaped: false)
                 } else {
-                    guard
-                        HTTP1HeadParser.isTokenByte(byte) || byte == 32 || byte == 9 || byte == UInt8(ascii: ";")
-                            || byte == UInt8(ascii: "=")
-                    else { throw .invalidChunkExtension }
+                    throw .invalidChunkExtension
+                }
+                i += 1
+            case .extensionValueStart, .extensionToken:
+                // A value: as lenient as llhttp (FuzzHTTP1Parser compares): any visible ASCII,
+                // quoted strings may hold `;`; it ends at an unquoted `;` or the CR.
+                let byte = bytes[i]
+                if byte == 13 {
+                    state = .chunkSizeLF(last: pendingSize == 0)
+                } else if !(byte > 32 && byte < 0x7F) {
+                    throw .invalidChunkExtension
+                } else if byte == UInt8(ascii: "\"") {
+                    // A quoted string only as the whole value.
+                    guard state == .extensionValueStart else { throw .invalidChunkExtension }
+                    state = .extensionQuoted(escaped: false)
+                } else if byte == UInt8(ascii: ";") {
+                    state = .extensionName(started: false)
+                } else {
+                    state = .extensionToken
+                }
+                i += 1
+            case .extensionQuoted(let escaped):
+                let byte = bytes[i]
+                guard byte == 9 || (byte >= 32 && byte != 0x7F) else { throw .invalidChunkExtension }
+                if escaped {
+                    state = .extensionQuoted(escaped: false)
+                } else if byte == UInt8(ascii: "\\") {
+                    state = .extensionQuoted(escaped: true)
+                } else if byte == UInt8(ascii: "\"") {
+                    state = .extensionAfterQuoted
                 }
                 i += 1
             case .chunkSizeLF(let last):
@@ -132,7 +172,16 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
                 } else {
                     // A trailer field name: a token byte first (no obs-fold).
                     guard HTTP1HeadParser.isTokenByte(byte) else { throw .invalidTrailer }
+                    state = .trailerName
+                }
+                try countTrailerByte()
+                i += 1
+            case .trailerName:
+                let byte = bytes[i]
+                if byte == UInt8(ascii: ":") {
                     state = .trailerLine
+                } else {
+                    guard HTTP1HeadParser.isTokenByte(byte) else { throw .invalidTrailer }
                 }
                 try countTrailerByte()
                 i += 1

@@ -65,9 +65,20 @@ public struct HTTP1Head: Sendable, Equatable {
     public var hostCount: Int
     public var hasUpgrade: Bool
     public var hasExpect: Bool
+    /// The request target is in origin form (`/path?query`, RFC 9112 §3.2.1).
+    public var isOriginForm: Bool
     /// Comma-separated tokens of the `Connection` fields other than `close` and `keep-alive`: the
     /// fields they name are hop-by-hop too.
     public var connectionTokens: [Range<Int>]
+}
+
+extension HTTP1Head {
+    /// An ordinary request the proxy's fast path forwards itself: HTTP/1.1, a method NIO's llhttp
+    /// knows other than `CONNECT`, a target in origin form, no `Upgrade` and no `Expect`. Anything
+    /// else goes to the NIO path.
+    public var isOrdinaryRequest: Bool {
+        minorVersion == 1 && method != .other && method != .connect && isOriginForm && !hasUpgrade && !hasExpect
+    }
 }
 
 /// Why a head is not accepted.
@@ -208,6 +219,7 @@ public enum HTTP1HeadParser {
             hostCount: 0,
             hasUpgrade: false,
             hasExpect: false,
+            isOriginForm: isRequest && p[second.lowerBound] == UInt8(ascii: "/"),
             connectionTokens: []
         )
         var contentLength: UInt64?

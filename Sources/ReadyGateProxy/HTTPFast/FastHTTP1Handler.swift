@@ -226,9 +226,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         case .invalid:
             fallBack(context: context)
         case .complete(let head):
-            guard head.minorVersion == 1, !head.hasUpgrade, !head.hasExpect, head.method != .connect,
-                head.method != .other
-            else {
+            guard head.isOrdinaryRequest else {
                 fallBack(context: context)
                 return
             }

@@ -66,8 +66,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let bytes = Array(input[1...])
     let parsed = bytes.withUnsafeBytes { HTTP1HeadParser.parseRequest($0, limit: 16 * 1024) }
     guard case .complete(let head) = parsed else { return 0 }
-    guard head.minorVersion == 1, !head.hasUpgrade, !head.hasExpect, head.method != .connect, head.method != .other
-    else { return 0 }
+    guard head.isOrdinaryRequest else { return 0 }
 
     let nio = decodeWithNIO(bytes)
     guard let nioHead = nio.head else {
