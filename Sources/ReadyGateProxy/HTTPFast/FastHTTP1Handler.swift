@@ -587,6 +587,12 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         phase = .awaitingHead
         awaitHead(context: context)
         takeRequests(context: context)
+        if phase == .awaitingHead, let inbound, inbound.readableBytes > 0 {
+            // The start of a pipelined head was read with the last request: the header timeout runs
+            // for it (the NIO path can only give it the idle timeout, docs/fuzzing.md "Open").
+            headDeadline.bytesArrived(now: context.eventLoop.now)
+            armHeadTimer(context: context)
+        }
         if phase == .awaitingHead, inputClosed, (inbound?.readableBytes ?? 0) == 0 {
             phase = .done
             context.close(promise: nil)
