@@ -140,6 +140,18 @@ struct EmbeddedFastHTTP1HandlerTests {
         #expect(!harness.client.isActive)
     }
 
+    @Test("a closed client connection frees its handler: no timer or backend connection keeps it")
+    func freed() throws {
+        let harness = try FastHarness()
+        weak let handler = try harness.client.pipeline.syncOperations.handler(type: FastHTTP1Handler.self)
+        try harness.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        try harness.answer("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        #expect(handler != nil)
+        try harness.client.close().wait()
+        harness.loop.run()
+        #expect(handler == nil)
+    }
+
     @Test("a malformed chunk size is answered 400 and closed")
     func badChunk() throws {
         let harness = try FastHarness()
@@ -164,6 +176,10 @@ struct EmbeddedFastHTTP1HandlerTests {
             ("GET / HTTP/1.1\r\nHost: h\r\nX : y\r\n\r\n", "HTTP/1.1 400 Bad Request"),
             ("GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request"),
             ("FOO / HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+            (
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "HTTP/1.1 400 Bad Request"
+            ),
             ("GET / HTTP/1.0\r\n\r\n", "HTTP/1.1 502 Bad Gateway"),
             ("GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 502 Bad Gateway"),
             ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "HTTP/1.1 400 Bad Request"),

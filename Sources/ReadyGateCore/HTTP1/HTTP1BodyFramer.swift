@@ -124,21 +124,19 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
                 }
                 i += 1
             case .extensionValueStart, .extensionToken:
-                // A value: as lenient as llhttp (FuzzHTTP1Parser compares): any visible ASCII,
-                // quoted strings may hold `;`; it ends at an unquoted `;` or the CR.
+                // A value as llhttp reads it (FuzzHTTP1Parser compares): token bytes, where a `"`
+                // begins a quoted string (even after token bytes); it ends at `;` or the CR.
                 let byte = bytes[i]
                 if byte == 13 {
                     state = .chunkSizeLF(last: pendingSize == 0)
-                } else if !(byte > 32 && byte < 0x7F) {
-                    throw .invalidChunkExtension
                 } else if byte == UInt8(ascii: "\"") {
-                    // A quoted string only as the whole value.
-                    guard state == .extensionValueStart else { throw .invalidChunkExtension }
                     state = .extensionQuoted(escaped: false)
                 } else if byte == UInt8(ascii: ";") {
                     state = .extensionName(started: false)
-                } else {
+                } else if HTTP1HeadParser.isTokenByte(byte) {
                     state = .extensionToken
+                } else {
+                    throw .invalidChunkExtension
                 }
                 i += 1
             case .extensionQuoted(let escaped):

@@ -65,6 +65,9 @@ public struct HTTP1Head: Sendable, Equatable {
     public var hostCount: Int
     public var hasUpgrade: Bool
     public var hasExpect: Bool
+    /// `Transfer-Encoding` is other than one field saying just `chunked` (two fields, or codings
+    /// besides chunked): left to the NIO path, whose llhttp has its own rules for these.
+    public var hasUnusualTransferEncoding: Bool
     /// The request target is in origin form (`/path?query`, RFC 9112 §3.2.1).
     public var isOriginForm: Bool
     /// Comma-separated tokens of the `Connection` fields other than `close` and `keep-alive`: the
@@ -74,10 +77,12 @@ public struct HTTP1Head: Sendable, Equatable {
 
 extension HTTP1Head {
     /// An ordinary request the proxy's fast path forwards itself: HTTP/1.1, a method NIO's llhttp
-    /// knows other than `CONNECT`, a target in origin form, no `Upgrade` and no `Expect`. Anything
+    /// knows other than `CONNECT`, a target in origin form, no `Upgrade`, no `Expect`, and no
+    /// `Transfer-Encoding` but a single `chunked`. Anything
     /// else goes to the NIO path.
     public var isOrdinaryRequest: Bool {
         minorVersion == 1 && method != .other && method != .connect && isOriginForm && !hasUpgrade && !hasExpect
+            && !hasUnusualTransferEncoding
     }
 }
 
@@ -219,6 +224,7 @@ public enum HTTP1HeadParser {
             hostCount: 0,
             hasUpgrade: false,
             hasExpect: false,
+            hasUnusualTransferEncoding: false,
             isOriginForm: isRequest && p[second.lowerBound] == UInt8(ascii: "/"),
             connectionTokens: []
         )
@@ -266,6 +272,9 @@ public enum HTTP1HeadParser {
             case .transferEncoding:
                 transferEncodingCount += 1
                 chunked = lastTokenIsChunked(p, value)
+                if transferEncodingCount > 1 || !equalsLowercased(p, value, "chunked") {
+                    head.hasUnusualTransferEncoding = true
+                }
             case .connection:
                 var tokenStart = value.lowerBound
                 var k = value.lowerBound

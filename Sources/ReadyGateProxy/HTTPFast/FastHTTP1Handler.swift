@@ -110,6 +110,9 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func connectionLeft() {
         cancelHeadTimer()
+        // The exchange timer outlives exchanges (it is re-armed lazily): it must not keep a closed
+        // connection's handler alive until it fires.
+        cancelTimeout()
         if registered {
             registered = false
             environment.httpConnections.remove(self)
