@@ -171,15 +171,25 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
                     // A trailer field name: a token byte first (no obs-fold).
                     guard HTTP1HeadParser.isTokenByte(byte) else { throw .invalidTrailer }
                     state = .trailerName
+                    trailerNameLength = 0
+                    trailerNameMayBeFraming = 0b11
+                    noteTrailerNameByte(byte)
                 }
                 try countTrailerByte()
                 i += 1
             case .trailerName:
                 let byte = bytes[i]
                 if byte == UInt8(ascii: ":") {
+                    // Framing fields are not allowed in trailers (RFC 9110 §6.5.1); llhttp refuses them.
+                    if (trailerNameMayBeFraming & 0b01 != 0 && trailerNameLength == Self.contentLength.count)
+                        || (trailerNameMayBeFraming & 0b10 != 0 && trailerNameLength == Self.transferEncoding.count)
+                    {
+                        throw .invalidTrailer
+                    }
                     state = .trailerLine
                 } else {
                     guard HTTP1HeadParser.isTokenByte(byte) else { throw .invalidTrailer }
+                    noteTrailerNameByte(byte)
                 }
                 try countTrailerByte()
                 i += 1
@@ -199,6 +209,25 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
             }
         }
         return i
+    }
+
+    /// The length of the trailer field name read so far, and which of `Content-Length` (bit 0) and
+    /// `Transfer-Encoding` (bit 1) it may still be.
+    private var trailerNameLength = 0
+    private var trailerNameMayBeFraming: UInt8 = 0
+    private static let contentLength = Array("content-length".utf8)
+    private static let transferEncoding = Array("transfer-encoding".utf8)
+
+    private mutating func noteTrailerNameByte(_ byte: UInt8) {
+        let folded = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+        let index = trailerNameLength
+        if index >= Self.contentLength.count || Self.contentLength[index] != folded {
+            trailerNameMayBeFraming &= ~0b01
+        }
+        if index >= Self.transferEncoding.count || Self.transferEncoding[index] != folded {
+            trailerNameMayBeFraming &= ~0b10
+        }
+        trailerNameLength += 1
     }
 
     /// A chunk's size while its extensions and CRLF are read.
