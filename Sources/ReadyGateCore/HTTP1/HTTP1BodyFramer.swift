@@ -141,7 +141,8 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
                 i += 1
             case .extensionQuoted(let escaped):
                 let byte = bytes[i]
-                guard byte == 9 || (byte >= 32 && byte != 0x7F) else { throw .invalidChunkExtension }
+                // Any byte but controls (DEL included, as llhttp takes it).
+                guard byte == 9 || byte >= 32 else { throw .invalidChunkExtension }
                 if escaped {
                     state = .extensionQuoted(escaped: false)
                 } else if byte == UInt8(ascii: "\\") {
