@@ -191,7 +191,7 @@ struct HTTP1BodyFramerTests {
             "x\r\n", "\r\n", "5 \r\nhello\r\n", "-5\r\n", "1234567890ABCDEF0\r\n", "5\nhello\r\n",
             "5\r\nhelloXX", "0\r\nX\u{0}\r\n\r\n", "0\r\n folded\r\n\r\n", "5;a\u{1}\r\n",
             "0\r\nX-No-Colon 1\r\n\r\n", "0\r\nTransfer-Encoding: chunked\r\n\r\n", "0\r\ncontent-length: 1\r\n\r\n",
-            "5;a=b;\"c\"\r\n", "5;=b\r\n", "5;a=b=c\r\n", "5;a=\"b\"c\r\n",
+            "5;a=b;\"c\"\r\n", "5;a=b=c\r\n", "5;a=\"b\"c\r\n",
             "5;a=\u{8A}\r\n", "5;a=\u{1}\r\n", "0\r\nX-Space : 1\r\n\r\n",
         ]
     )

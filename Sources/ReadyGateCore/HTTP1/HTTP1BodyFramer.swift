@@ -102,7 +102,8 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
                 let byte = bytes[i]
                 if HTTP1HeadParser.isTokenByte(byte) {
                     state = .extensionName(started: true)
-                } else if started && byte == UInt8(ascii: "=") {
+                } else if byte == UInt8(ascii: "=") {
+                    // An empty name before `=` too (llhttp takes `;=v`).
                     state = .extensionValueStart
                 } else if byte == UInt8(ascii: ";") {
                     // An empty name (`;;`) is allowed, as llhttp allows it.
