@@ -13,6 +13,9 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
         case invalidChunkExtension
         case missingChunkCRLF
         case invalidTrailer
+        /// `Content-Length` or `Transfer-Encoding` in the trailers (RFC 9110 §6.5.1). Stricter than
+        /// llhttp, which refuses `Transfer-Encoding: chunked` there but takes an empty one.
+        case framingFieldInTrailer
         case trailerTooLarge
     }
 
@@ -186,7 +189,7 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
                     if (trailerNameMayBeFraming & 0b01 != 0 && trailerNameLength == Self.contentLength.count)
                         || (trailerNameMayBeFraming & 0b10 != 0 && trailerNameLength == Self.transferEncoding.count)
                     {
-                        throw .invalidTrailer
+                        throw .framingFieldInTrailer
                     }
                     state = .trailerLine
                 } else {

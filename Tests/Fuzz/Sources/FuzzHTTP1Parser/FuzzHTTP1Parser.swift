@@ -44,7 +44,9 @@ func decodeWithNIO(_ bytes: [UInt8]) -> (head: HTTPRequestHead?, body: [UInt8], 
     return (head, body, ended, failed && !ended)
 }
 
-/// Feeds `body` to a framer in two pieces split at `cut`.
+/// Feeds `body` to a framer in two pieces split at `cut`: nil when it refuses the body, or
+/// `(0, false)` for the one refusal that is stricter than llhttp on purpose (a framing field in the
+/// trailers, which llhttp takes when it is empty).
 func frame(_ framing: HTTP1Head.Framing, _ body: ArraySlice<UInt8>, cut: Int) -> (taken: Int, complete: Bool)? {
     var framer = HTTP1BodyFramer(framing)
     let cut = min(cut, body.count)
@@ -53,6 +55,8 @@ func frame(_ framing: HTTP1Head.Framing, _ body: ArraySlice<UInt8>, cut: Int) ->
         if first < cut || framer.isComplete { return (first, framer.isComplete) }
         let second = try body[(body.startIndex + cut)...].withUnsafeBytes { try framer.consume($0) }
         return (first + second, framer.isComplete)
+    } catch HTTP1BodyFramer.Error.framingFieldInTrailer {
+        return (0, false)
     } catch {
         return nil
     }
