@@ -81,6 +81,7 @@ struct HTTP1HeadParserTests {
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", "two CL"),
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\n", "CL list"),
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", "negative CL"),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\t\r\n\r\n", "tab after CL"),
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", "huge CL"),
             ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "TE not chunked last"),
             ("GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", "TE in 1.0"),

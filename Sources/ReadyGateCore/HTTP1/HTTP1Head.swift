@@ -261,6 +261,10 @@ public enum HTTP1HeadParser {
             case .host:
                 head.hostCount += 1
             case .contentLength:
+                // llhttp takes trailing spaces after the digits but not a tab.
+                for k in value.upperBound..<(i - 2) where p[k] == htab {
+                    throw HTTP1HeadError.malformed("invalid Content-Length")
+                }
                 guard let length = parseLength(p, value) else {
                     throw HTTP1HeadError.malformed("invalid Content-Length")
                 }
