@@ -24,11 +24,13 @@ public enum HTTP1HeadRewriter {
     /// - Parameters:
     ///   - forwardedFor: the client's `X-Forwarded-For` node.
     ///   - forwardedElement: the client's `Forwarded` element without `host`.
+    ///   - proto: `X-Forwarded-Proto` when the client sent none (`https` behind TLS).
     public static func writeUpstreamRequest(
         _ head: HTTP1Head,
         from p: UnsafeRawBufferPointer,
         forwardedFor: String,
         forwardedElement: String,
+        proto: String = "http",
         into out: inout ByteBuffer
     ) {
         out.writeBytes(UnsafeRawBufferPointer(rebasing: p[head.first]))
@@ -72,7 +74,11 @@ public enum HTTP1HeadRewriter {
         if writeJoined(previousFor, from: p, into: &out) { out.writeStaticString(", ") }
         out.writeString(forwardedFor)
         out.writeStaticString("\r\n")
-        if !hadProto { out.writeStaticString("X-Forwarded-Proto: http\r\n") }
+        if !hadProto {
+            out.writeStaticString("X-Forwarded-Proto: ")
+            out.writeString(proto)
+            out.writeStaticString("\r\n")
+        }
         if !hadForwardedHost, let host {
             out.writeStaticString("X-Forwarded-Host: ")
             out.writeBytes(UnsafeRawBufferPointer(rebasing: p[host]))
