@@ -204,6 +204,16 @@ struct HTTP1BodyFramerTests {
         }
     }
 
+    @Test("leading zeros in a chunk size are allowed, as llhttp allows them")
+    func leadingZeros() throws {
+        let result = try frame(
+            .chunked,
+            Array("00000000000000000000005\r\nhello\r\n000000000000000000\r\n\r\n".utf8),
+            pieces: [7]
+        )
+        #expect(result.complete)
+    }
+
     @Test("a body delimited by close takes everything and never ends")
     func untilClose() throws {
         let result = try frame(.untilClose, Array("anything".utf8), pieces: [3])

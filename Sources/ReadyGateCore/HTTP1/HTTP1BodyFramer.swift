@@ -4,7 +4,7 @@
 ///
 /// Feed it the bytes that follow the head, in any pieces; each ``consume(_:)`` says how many of
 /// them belong to the message (the rest begin the next one) and whether the message ended. A
-/// chunked body is checked as it goes: chunk sizes in hex (at most 15 digits), extensions, the
+/// chunked body is checked as it goes: chunk sizes in hex (below 2^60, leading zeros allowed), extensions, the
 /// CRLF after each chunk, trailer fields; anything else is an error. The state is a few scalars, so
 /// the result does not depend on how the bytes were split.
 public struct HTTP1BodyFramer: Sendable, Equatable {
@@ -87,7 +87,9 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
             case .chunkSize(let digits, let value):
                 let byte = bytes[i]
                 if let digit = Self.hexValue(byte) {
-                    guard digits < 15 else { throw .invalidChunkSize }
+                    // Leading zeros are allowed (llhttp takes any number); the value must stay
+                    // below 2^60.
+                    guard value >> 56 == 0 else { throw .invalidChunkSize }
                     state = .chunkSize(digits: digits + 1, value: value << 4 | UInt64(digit))
                 } else if digits == 0 {
                     throw .invalidChunkSize
