@@ -5,7 +5,7 @@
 #
 # Environment:
 #   FUZZ_SECONDS   seconds per target (default 60)
-#   FUZZ_TARGETS   space-separated targets to run (default: all four)
+#   FUZZ_TARGETS   space-separated targets to run (default: all five)
 #   FUZZ_BUILD     how the targets are built:
 #                  package (default): `swift build -c release --sanitize fuzzer` of the package in
 #                    Tests/Fuzz, which depends on the repository by path. Everything is instrumented
@@ -26,7 +26,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 seconds="${1:-${FUZZ_SECONDS:-60}}"
-targets="${FUZZ_TARGETS:-FuzzFrameScanner FuzzUpgradeRequest FuzzSettings FuzzHTTPEntry}"
+targets="${FUZZ_TARGETS:-FuzzFrameScanner FuzzUpgradeRequest FuzzSettings FuzzHTTPEntry FuzzHTTP1Parser}"
 scratch="${FUZZ_SCRATCH:-$here/.build}"
 out="${FUZZ_OUT:-$scratch/findings}"
 mkdir -p "$out"
@@ -37,13 +37,14 @@ max_len() {
         FuzzUpgradeRequest) echo 2048 ;;
         FuzzSettings) echo 1024 ;;
         FuzzHTTPEntry) echo 4096 ;;
+        FuzzHTTP1Parser) echo 4096 ;;
         *) echo 4096 ;;
     esac
 }
 
 dict_args() {
     case "$1" in
-        FuzzUpgradeRequest | FuzzHTTPEntry) echo "-dict=$here/dict/http.dict" ;;
+        FuzzUpgradeRequest | FuzzHTTPEntry | FuzzHTTP1Parser) echo "-dict=$here/dict/http.dict" ;;
     esac
 }
 

@@ -72,13 +72,19 @@ struct EmbeddedTLSHandlerTests {
         for result in [ALPNResult.negotiated("http/1.1"), .fallback] {
             let channel = EmbeddedChannel()
             try TLSConnectionPipeline.configureNegotiated(result, channel: channel, environment: environment)
-            #expect(throws: Never.self) { try channel.pipeline.syncOperations.handler(type: HTTPEntryHandler.self) }
+            // The fast path's one handler (the default pools) or the NIO-codec path's entry handler.
+            let sync = channel.pipeline.syncOperations
+            #expect(
+                (try? sync.handler(type: FastHTTP1Handler.self)) != nil
+                    || (try? sync.handler(type: HTTPEntryHandler.self)) != nil
+            )
             _ = try? channel.finish()
         }
         let h2 = EmbeddedChannel()
         try h2.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         try TLSConnectionPipeline.configureNegotiated(.negotiated("h2"), channel: h2, environment: environment)
         #expect(throws: (any Error).self) { try h2.pipeline.syncOperations.handler(type: HTTPEntryHandler.self) }
+        #expect(throws: (any Error).self) { try h2.pipeline.syncOperations.handler(type: FastHTTP1Handler.self) }
         // While HTTP/2 is not built its pipeline throws: the connection is closed, with a log line.
         let probe = EmbeddedChannel()
         if (try? HTTP2Pipeline.configure(channel: probe, environment: environment)) == nil {

@@ -104,6 +104,10 @@ final class HTTP2PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandler 
     /// Removes the HTTP/1.1 handlers ``ReadyGateServer/configureHTTP1(channel:environment:)`` added.
     private func removeHTTP1(context: ChannelHandlerContext) -> EventLoopFuture<Void> {
         let sync = context.pipeline.syncOperations
+        // The fast path is one handler; the NIO-codec path three.
+        if let fast = try? sync.handler(type: FastHTTP1Handler.self) {
+            return sync.removeHandler(fast)
+        }
         do {
             let entry = try sync.handler(type: HTTPEntryHandler.self)
             let encoder = try sync.handler(type: HTTPResponseEncoder.self)

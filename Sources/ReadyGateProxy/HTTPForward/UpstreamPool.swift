@@ -120,10 +120,7 @@ final class UpstreamPool {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
-                        if let tls, let handshake {
-                            try sync.addHandler(tls.makeHandler())
-                            try sync.addHandler(UpstreamTLSHandshakeWatch(promise: handshake, failures: tlsFailures))
-                        }
+                        try UpstreamTLSHandshakeWatch.addTLS(tls, handshake: handshake, failures: tlsFailures, to: sync)
                         var configuration = HTTPRequestEncoder.Configuration()
                         configuration.automaticallySetFramingHeaders = false
                         try sync.addHandler(HTTPRequestEncoder(configuration: configuration))
@@ -156,12 +153,29 @@ final class UpstreamPools: Sendable {
     /// Makes each pool's connector from the settings; TCP (TLS with `upstreamTLS`) to `settings.upstream` unless a test
     /// injects in-memory channels.
     private let makeConnector: @Sendable (ReadyGateSettings) -> UpstreamPool.Connector
+    /// The fast path's pools (codec-free connections), and their connector: TCP by default, none
+    /// when a test injected only codec connections (the connection then takes the NIO path).
+    private let rawPools = NIOLockedValueBox([ObjectIdentifier: NIOLoopBound<RawUpstreamPool>]())
+    private let makeRawConnector: (@Sendable (ReadyGateSettings) -> RawUpstreamPool.Connector)?
 
     init(
         upstreamTLS: UpstreamTLS? = nil,
         upstreamFailures: TLSHandshakeFailures? = nil,
-        makeConnector: (@Sendable (ReadyGateSettings) -> UpstreamPool.Connector)? = nil
+        makeConnector: (@Sendable (ReadyGateSettings) -> UpstreamPool.Connector)? = nil,
+        makeRawConnector: (@Sendable (ReadyGateSettings) -> RawUpstreamPool.Connector)? = nil
     ) {
+        if makeConnector == nil && makeRawConnector == nil {
+            self.makeRawConnector = { settings in
+                RawUpstreamPool.tcpConnector(
+                    target: settings.upstream,
+                    connectTimeout: .milliseconds(Int64(settings.httpResponseTimeoutMs)),
+                    tls: upstreamTLS,
+                    tlsFailures: upstreamFailures
+                )
+            }
+        } else {
+            self.makeRawConnector = makeRawConnector
+        }
         self.makeConnector =
             makeConnector ?? { settings in
                 UpstreamPool.tcpConnector(
@@ -191,10 +205,40 @@ final class UpstreamPools: Sendable {
         return bound.value
     }
 
+    /// Whether plain requests may take the fast path (``FastHTTP1Handler``).
+    var supportsRawForwarding: Bool { makeRawConnector != nil }
+
+    /// The fast path's pool of `eventLoop`, created on first use. Call on `eventLoop`, and only when
+    /// ``supportsRawForwarding``.
+    func rawPool(for eventLoop: any EventLoop, settings: ReadyGateSettings) -> RawUpstreamPool {
+        let key = ObjectIdentifier(eventLoop)
+        let bound = rawPools.withLockedValue { pools in
+            if let existing = pools[key] { return existing }
+            let connector =
+                makeRawConnector?(settings) ?? { eventLoop, _ in
+                    eventLoop.makeFailedFuture(UpstreamConnectError.unsupportedEventLoop)
+                }
+            let pool = RawUpstreamPool(
+                eventLoop: eventLoop,
+                maxIdle: settings.httpPoolIdleMax,
+                idleTimeout: Self.idleTimeout,
+                connector: connector
+            )
+            let bound = NIOLoopBound(pool, eventLoop: eventLoop)
+            pools[key] = bound
+            return bound
+        }
+        return bound.value
+    }
+
     /// Closes every pool's idle connections, each on its own loop.
     func closeAll() {
         let all = pools.withLockedValue { Array($0.values) }
         for bound in all {
+            bound.eventLoop.execute { bound.value.closeAll() }
+        }
+        let raw = rawPools.withLockedValue { Array($0.values) }
+        for bound in raw {
             bound.eventLoop.execute { bound.value.closeAll() }
         }
     }

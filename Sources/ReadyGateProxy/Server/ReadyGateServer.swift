@@ -49,7 +49,22 @@ public final class ReadyGateServer: Sendable {
 
     /// Installs the HTTP/1.1 handlers on a fresh connection. Public for the fuzz target that feeds
     /// raw bytes into this pipeline on an `EmbeddedChannel` (`Tests/Fuzz`).
+    ///
+    /// Plain requests take the fast path (``FastHTTP1Handler``: one handler, bytes forwarded with
+    /// only the head rewritten); it falls back to NIO's codecs and ``HTTPEntryHandler``
+    /// (``configureHTTP1Codec(channel:environment:)``) at a request boundary for anything else.
     public static func configureHTTP1(channel: any Channel, environment: ProxyEnvironment) throws {
+        guard environment.httpPools.supportsRawForwarding else {
+            try configureHTTP1Codec(channel: channel, environment: environment)
+            return
+        }
+        try channel.pipeline.syncOperations.addHandler(FastHTTP1Handler(environment: environment))
+    }
+
+    /// The NIO-codec path: NIO's request decoder and response encoder and an ``HTTPEntryHandler``,
+    /// appended to the pipeline (the fast path's fallback, and the only path when the backend
+    /// pools are test doubles on NIO's codecs).
+    static func configureHTTP1Codec(channel: any Channel, environment: ProxyEnvironment) throws {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
         // Framing headers are set by whoever writes a response (`writeHTTPResponse`, the 101, and

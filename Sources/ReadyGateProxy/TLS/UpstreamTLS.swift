@@ -64,6 +64,19 @@ final class UpstreamTLSHandshakeWatch: ChannelInboundHandler, RemovableChannelHa
         self.failures = failures
     }
 
+    /// Puts `tls`'s client handler and a watch completing `handshake` first in a pooled backend
+    /// connection's pipeline; nothing without `tls` (a plaintext upstream).
+    static func addTLS(
+        _ tls: UpstreamTLS?,
+        handshake: EventLoopPromise<Void>?,
+        failures: TLSHandshakeFailures?,
+        to sync: ChannelPipeline.SynchronousOperations
+    ) throws {
+        guard let tls, let handshake else { return }
+        try sync.addHandler(tls.makeHandler())
+        try sync.addHandler(UpstreamTLSHandshakeWatch(promise: handshake, failures: failures))
+    }
+
     /// The channel of `connect` once `handshake` is done; a failed handshake fails it (the
     /// channel is closed), and a failed connect fails the handshake too.
     static func connected(

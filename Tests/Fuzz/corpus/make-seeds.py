@@ -125,3 +125,20 @@ write(
 )
 write("FuzzHTTPEntry", "garbage", b"\x01\x02\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03 not HTTP\r\n\r\n")
 write("FuzzHTTPEntry", "partial-head", b"\x05\x09GET /slow HTTP/1.1\r\nHost: a\r\nX-Wait: ")
+
+# FuzzHTTP1Parser: a split byte, then one request (and maybe more behind it).
+write("FuzzHTTP1Parser", "get", b"\x05" + PLAIN_GET.encode())
+write("FuzzHTTP1Parser", "length-post", b"\x30" + LENGTH_POST.encode())
+write("FuzzHTTP1Parser", "chunked-post", b"\x48" + CHUNKED_POST.encode())
+write(
+    "FuzzHTTP1Parser",
+    "chunked-ext-trailer",
+    b"\x3a"
+    + b"POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"5;name=value;q=\"a\\\"b\"\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+)
+write(
+    "FuzzHTTP1Parser",
+    "connection-tokens",
+    b"\x00GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-a\r\nX-A: 1\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+)

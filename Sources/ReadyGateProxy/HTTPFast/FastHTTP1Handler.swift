@@ -1,0 +1,817 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import ReadyGateCore
+
+/// The plain-HTTP fast path: the only handler of an HTTP/1.1 client connection while it carries
+/// ordinary requests. It parses each request head once (``HTTP1HeadParser``), writes the backend's
+/// head (``HTTP1HeadRewriter``) and passes the body bytes through as they came, delimited by a
+/// ``HTTP1BodyFramer``; the backend's response comes back the same way over a codec-free pooled
+/// connection (``RawUpstreamHandler``). The decisions (retry, pooling, keep-alive, 502/504/408)
+/// are ``HTTPExchangeStateMachine``'s, as on the NIO path.
+///
+/// Fallback: a head it does not take (an upgrade, `Expect`, `CONNECT`, HTTP/1.0, any head its
+/// strict parser refuses or that is too large) is handed, at that request boundary, to NIO's
+/// codecs and an ``HTTPEntryHandler`` installed behind it, with every byte read since; it then
+/// leaves the pipeline. Errors, upgrades and sessions therefore behave exactly as on that path.
+final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum Phase {
+        /// Waiting for (the rest of) a request head.
+        case awaitingHead
+        /// A request's body is being read.
+        case request
+        /// The request is read; its response is awaited or streams.
+        case awaitingResponse
+        /// Closing, or handed to the NIO path.
+        case done
+    }
+
+    /// The most head bytes the fast path parses; a longer head goes to the NIO path (its limit).
+    static let headLimit = 16 * 1024
+    static let responseHeadLimit = 64 * 1024
+    /// A response body this small that came with its head is copied behind the head: one buffer.
+    static let coalescedBodyLimit = 4096
+
+    private let environment: ProxyEnvironment
+    private let responseTimeout: TimeAmount
+    private var context: ChannelHandlerContext?
+    private var phase = Phase.awaitingHead
+    /// Bytes read and not yet used: a head in progress, or requests pipelined behind the one in flight.
+    private var inbound: ByteBuffer?
+    private var pendingRead = false
+    private var inputClosed = false
+    private var registered = false
+    private var headDeadline: RequestHeadDeadline
+    private var headTimer: (task: Scheduled<Void>, at: NIODeadline)?
+
+    // The exchange.
+    private var machine = HTTPExchangeStateMachine()
+    private var pool: RawUpstreamPool?
+    private var upstream: RawUpstreamHandler?
+    private var forwardedIdentity: (forwardedFor: String, forwardedElement: String)?
+    /// The backend's head of the request in flight (kept for a retry and for log lines).
+    private var upstreamHead: ByteBuffer?
+    private var requestFramer = HTTP1BodyFramer(.none)
+    private var requestIsHEAD = false
+    private var clientKeepAlive = false
+    /// Body bytes read while the backend connection was not there yet.
+    private var buffered: [ByteBuffer] = []
+    private var bufferedBodyBytes = 0
+    /// The response head read so far.
+    private var responseInbound: ByteBuffer?
+    private var responseHeadDone = false
+    private var responseFramer = HTTP1BodyFramer(.none)
+    private var chunkEncode = false
+    private var clientNeedsFlush = false
+    private var timeout: Scheduled<Void>?
+    private var lastProgress = NIODeadline.uptimeNanoseconds(0)
+    private var lastUpstreamError: (any Error)?
+
+    init(environment: ProxyEnvironment) {
+        self.environment = environment
+        let settings = environment.settings
+        responseTimeout = .milliseconds(Int64(settings.httpResponseTimeoutMs))
+        headDeadline = RequestHeadDeadline(
+            idleTimeout: .milliseconds(Int64(settings.httpIdleTimeoutMs)),
+            headerTimeout: .milliseconds(Int64(settings.httpHeaderTimeoutMs))
+        )
+    }
+
+    var clientIsWritable: Bool { context?.channel.isWritable ?? false }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { connectionOpened(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        connectionLeft()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        connectionOpened(context: context)
+        context.fireChannelActive()
+    }
+
+    private func connectionOpened(context: ChannelHandlerContext) {
+        guard !registered else { return }
+        registered = true
+        environment.httpConnections.add(self, on: context.eventLoop)
+        awaitHead(context: context)
+    }
+
+    private func connectionLeft() {
+        cancelHeadTimer()
+        // The exchange timer outlives exchanges (it is re-armed lazily): it must not keep a closed
+        // connection's handler alive until it fires.
+        cancelTimeout()
+        if registered {
+            registered = false
+            environment.httpConnections.remove(self)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connectionLeft()
+        clientGone()
+        phase = .done
+        inbound = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        phase = .done
+        clientGone()
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            switch phase {
+            case .awaitingHead:
+                phase = .done
+                context.close(promise: nil)
+            case .request:
+                phase = .done
+                clientGone()
+                context.close(promise: nil)
+            case .awaitingResponse:
+                inputClosed = true
+            case .done:
+                break
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: Client reads
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        switch phase {
+        case .done:
+            return
+        case .awaitingHead, .awaitingResponse, .request:
+            if inbound == nil || inbound!.readableBytes == 0 {
+                inbound = bytes
+            } else {
+                var bytes = bytes
+                inbound!.writeBuffer(&bytes)
+            }
+        }
+        switch phase {
+        case .awaitingHead: takeRequests(context: context)
+        case .request: feedRequestBody()
+        case .awaitingResponse, .done: break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        switch phase {
+        case .awaitingHead:
+            // Bytes were read and no head came of them: a head has begun. (Also when this handler
+            // saw none of them: the HTTP/2 preface sniffer in front holds a partial preface.)
+            headDeadline.bytesArrived(now: context.eventLoop.now)
+            armHeadTimer(context: context)
+        case .request, .awaitingResponse:
+            upstream?.flush()
+        case .done:
+            break
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            lastProgress = context.eventLoop.now
+            upstream?.resumeRead()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard mayRead else {
+            pendingRead = true
+            return
+        }
+        context.read()
+    }
+
+    private var mayRead: Bool {
+        switch phase {
+        case .awaitingHead, .done: return true
+        case .request: return machine.canTakeBody(upstreamWritable: upstream?.isWritable ?? false)
+        case .awaitingResponse: return (inbound?.readableBytes ?? 0) == 0
+        }
+    }
+
+    private func resumeReadIfAllowed() {
+        guard pendingRead, mayRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    /// Parses heads from `inbound` while no exchange is in flight.
+    private func takeRequests(context: ChannelHandlerContext) {
+        guard phase == .awaitingHead, let bytes = inbound, bytes.readableBytes > 0 else { return }
+        let result = bytes.withUnsafeReadableBytes { HTTP1HeadParser.parseRequest($0, limit: Self.headLimit) }
+        switch result {
+        case .incomplete:
+            return
+        case .invalid:
+            fallBack(context: context)
+        case .complete(let head):
+            guard head.isOrdinaryRequest else {
+                fallBack(context: context)
+                return
+            }
+            startExchange(head, context: context)
+        }
+    }
+
+    /// Hands the connection to NIO's codecs and ``HTTPEntryHandler`` at a request boundary, with the
+    /// bytes read since, and leaves the pipeline.
+    private func fallBack(context: ChannelHandlerContext) {
+        phase = .done
+        connectionLeft()
+        let bytes = inbound
+        inbound = nil
+        do {
+            try ReadyGateServer.configureHTTP1Codec(channel: context.channel, environment: environment)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        if let bytes { context.fireChannelRead(wrapInboundOut(bytes)) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        if pendingRead {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    // MARK: The exchange
+
+    private func startExchange(_ head: HTTP1Head, context: ChannelHandlerContext) {
+        guard var bytes = inbound else { return }
+        headDeadline.headReceived()
+        let identity =
+            forwardedIdentity
+            ?? ForwardedMessage.forwardedIdentity(
+                clientAddress: context.channel.remoteAddress?.ipAddress,
+                proto: environment.forwardedProto
+            )
+        forwardedIdentity = identity
+        var out = context.channel.allocator.buffer(capacity: head.length + 256)
+        bytes.withUnsafeReadableBytes { p in
+            HTTP1HeadRewriter.writeUpstreamRequest(
+                head,
+                from: p,
+                forwardedFor: identity.forwardedFor,
+                forwardedElement: identity.forwardedElement,
+                proto: environment.forwardedProto,
+                into: &out
+            )
+        }
+        bytes.moveReaderIndex(forwardBy: head.length)
+        inbound = bytes.readableBytes > 0 ? bytes : nil
+        upstreamHead = out
+        requestIsHEAD = head.method == .head
+        requestFramer = HTTP1BodyFramer(head.framing)
+        clientKeepAlive = head.keepAlive
+        lastUpstreamError = nil
+        responseInbound = nil
+        responseHeadDone = false
+        chunkEncode = false
+        phase = .request
+        machine.requestStarted(clientKeepAlive: head.keepAlive)
+        let pool = self.pool ?? environment.httpPools.rawPool(for: context.eventLoop, settings: environment.settings)
+        self.pool = pool
+        if let connection = pool.takeIdle() {
+            connected(connection, attempt: nil, reused: true)
+        } else {
+            connectFresh(attempt: machine.connectStarted())
+        }
+        feedRequestBody()
+    }
+
+    /// Passes the body bytes in `inbound` on, up to the request's end.
+    private func feedRequestBody() {
+        guard phase == .request else { return }
+        if !requestFramer.isComplete, var bytes = inbound, bytes.readableBytes > 0 {
+            let taken: Int
+            do {
+                taken = try bytes.withUnsafeReadableBytes { try requestFramer.consume($0) }
+            } catch {
+                requestBroken(error)
+                return
+            }
+            let body = bytes.readSlice(length: taken)!
+            inbound = bytes.readableBytes > 0 ? bytes : nil
+            if taken > 0 { sendBody(body) }
+        }
+        if requestFramer.isComplete { requestDone() }
+    }
+
+    private func sendBody(_ body: ByteBuffer) {
+        guard let context else { return }
+        lastProgress = context.eventLoop.now
+        switch machine.requestBody(byteCount: body.readableBytes) {
+        case .write: upstream?.write(body)
+        case .buffer:
+            bufferedBodyBytes += body.readableBytes
+            buffered.append(body)
+        case .drop: break
+        }
+    }
+
+    private func requestDone() {
+        guard let context else { return }
+        phase = .awaitingResponse
+        lastProgress = context.eventLoop.now
+        if case .write = machine.requestEnd() { upstream?.flush() }
+    }
+
+    private func connectFresh(attempt: Int) {
+        guard let pool else { return }
+        pool.connect().assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success(let connection):
+                connected(connection, attempt: attempt, reused: false)
+            case .failure(let error):
+                if let failure = machine.connectFailed(attempt: attempt) { fail(failure, reason: "\(error)") }
+            }
+        }
+    }
+
+    private func connected(_ connection: RawUpstreamHandler, attempt: Int?, reused: Bool) {
+        let action = machine.connected(attempt: attempt, reused: reused, bufferedBodyBytes: bufferedBodyBytes)
+        guard case .sendRequest = action, let upstreamHead, let context else {
+            connection.close()
+            return
+        }
+        bufferedBodyBytes = 0
+        upstream = connection
+        connection.attach(self)
+        connection.write(upstreamHead)
+        for part in buffered { connection.write(part) }
+        buffered.removeAll(keepingCapacity: true)
+        if !reused || machine.requestEnded { connection.flush() }
+        lastProgress = context.eventLoop.now
+        armTimeout()
+        if !machine.requestEnded { resumeReadIfAllowed() }
+    }
+
+    /// The request's body did not frame (a bad chunk): `400` unless the response began, then close.
+    private func requestBroken(_ error: any Error) {
+        guard let context else { return }
+        let responseStarted = machine.responseStarted
+        if machine.clientGone() { abandonUpstream() }
+        phase = .done
+        inbound = nil
+        environment.logger.warning(
+            "bad_request",
+            metadata: [
+                "status": "\(responseStarted ? "-" : "400")", "error": "\(error)", "during": "forwarding",
+                "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+            ]
+        )
+        if responseStarted {
+            context.close(promise: nil)
+        } else {
+            respond(status: .badRequest, body: "malformed HTTP request: \(error)\n")
+        }
+    }
+
+    private func clientGone() {
+        let responseStarted = machine.responseStarted
+        guard machine.clientGone() else { return }
+        environment.logger.info(
+            "http_client_gone",
+            metadata: exchangeMetadata(["response_started": "\(responseStarted)"])
+        )
+        abandonUpstream()
+    }
+
+    // MARK: Backend side
+
+    func upstreamRead(_ data: ByteBuffer, from connection: RawUpstreamHandler) {
+        guard connection === upstream, machine.state == .exchanging, let context else { return }
+        var bytes = data
+        // The response head, written with the first body bytes when they are few (one write, not two).
+        var headOut: ByteBuffer?
+        if !responseHeadDone {
+            if var partial = responseInbound {
+                partial.writeBuffer(&bytes)
+                bytes = partial
+            }
+            while !responseHeadDone {
+                let result = bytes.withUnsafeReadableBytes {
+                    HTTP1HeadParser.parseResponse($0, limit: Self.responseHeadLimit)
+                }
+                switch result {
+                case .incomplete:
+                    responseInbound = bytes
+                    return
+                case .invalid(let error):
+                    responseInbound = nil
+                    lastUpstreamError = error
+                    connection.close()
+                    return
+                case .complete(let head):
+                    if head.status == 101 {
+                        if case .fail(let failure) = machine.responseHead(
+                            upstreamKeepAlive: false,
+                            isSwitchingProtocols: true,
+                            closeDelimited: false
+                        ) {
+                            fail(failure, reason: "101 to a request without Upgrade")
+                        }
+                        return
+                    }
+                    var out = context.channel.allocator.buffer(capacity: head.length + 64)
+                    let interim = head.status < 200
+                    let plan = bytes.withUnsafeReadableBytes { p in
+                        HTTP1HeadRewriter.writeClientResponse(
+                            head,
+                            from: p,
+                            requestIsHEAD: requestIsHEAD,
+                            keepAlive: interim || clientKeepAlive,
+                            into: &out
+                        )
+                    }
+                    bytes.moveReaderIndex(forwardBy: head.length)
+                    if interim {
+                        context.write(wrapOutboundOut(out), promise: nil)
+                        clientNeedsFlush = true
+                        if bytes.readableBytes == 0 {
+                            responseInbound = nil
+                            return
+                        }
+                        continue
+                    }
+                    responseInbound = nil
+                    guard
+                        case .relay = machine.responseHead(
+                            upstreamKeepAlive: head.keepAlive && plan.upstreamFraming != .untilClose,
+                            isSwitchingProtocols: false,
+                            closeDelimited: false
+                        )
+                    else { return }
+                    environment.metrics.httpResponse(HTTPResponseStatus(statusCode: head.status), fromBackend: true)
+                    lastProgress = context.eventLoop.now
+                    responseHeadDone = true
+                    responseFramer = HTTP1BodyFramer(plan.upstreamFraming)
+                    chunkEncode = plan.chunkEncode
+                    headOut = out
+                    clientNeedsFlush = true
+                }
+            }
+        }
+        guard bytes.readableBytes > 0 || responseFramer.isComplete else {
+            if let headOut { context.write(wrapOutboundOut(headOut), promise: nil) }
+            return
+        }
+        let taken: Int
+        do {
+            taken = try bytes.withUnsafeReadableBytes { try responseFramer.consume($0) }
+        } catch {
+            lastUpstreamError = error
+            connection.close()
+            return
+        }
+        if var head = headOut {
+            if taken > 0, taken <= Self.coalescedBodyLimit, !chunkEncode {
+                var body = bytes.readSlice(length: taken)!
+                head.writeBuffer(&body)
+                context.write(wrapOutboundOut(head), promise: nil)
+                if responseFramer.isComplete { responseEnded(extraBytes: bytes.readableBytes > 0) }
+                return
+            }
+            context.write(wrapOutboundOut(head), promise: nil)
+        }
+        if taken > 0 {
+            lastProgress = context.eventLoop.now
+            let body = bytes.readSlice(length: taken)!
+            if chunkEncode {
+                var size = context.channel.allocator.buffer(capacity: 20)
+                size.writeString(String(taken, radix: 16))
+                size.writeStaticString("\r\n")
+                context.write(wrapOutboundOut(size), promise: nil)
+                context.write(wrapOutboundOut(body), promise: nil)
+                context.write(wrapOutboundOut(context.channel.allocator.buffer(staticString: "\r\n")), promise: nil)
+            } else {
+                context.write(wrapOutboundOut(body), promise: nil)
+            }
+            clientNeedsFlush = true
+        }
+        if responseFramer.isComplete {
+            // Bytes after the response: the backend talks out of turn; it is not reused.
+            responseEnded(extraBytes: bytes.readableBytes > 0)
+        }
+    }
+
+    func upstreamReadComplete() {
+        guard clientNeedsFlush, let context else { return }
+        clientNeedsFlush = false
+        context.flush()
+    }
+
+    func upstreamWritabilityChanged(_ isWritable: Bool) {
+        guard isWritable, let context else { return }
+        lastProgress = context.eventLoop.now
+        resumeReadIfAllowed()
+    }
+
+    func upstreamError(_ error: any Error) {
+        lastUpstreamError = error
+    }
+
+    func upstreamInactive(_ connection: RawUpstreamHandler) {
+        guard connection === upstream, let context else { return }
+        if responseHeadDone, responseFramer.isUntilClose, machine.state == .exchanging {
+            // A body delimited by the close: it is complete.
+            upstream = nil
+            responseEnded(extraBytes: true)
+            return
+        }
+        upstream = nil
+        let error = lastUpstreamError.map { "\($0)" }
+        switch machine.upstreamClosed() {
+        case .closeClient:
+            environment.logger.warning(
+                "http_upstream_closed_mid_response",
+                metadata: exchangeMetadata(["error": "\(error ?? "closed")"])
+            )
+            cancelTimeout()
+            phase = .done
+            context.close(promise: nil)
+        case .retry(let attempt, _):
+            cancelTimeout()
+            environment.logger.debug("http_upstream_stale_retry", metadata: ["path": "\(requestLine().path)"])
+            responseInbound = nil
+            connectFresh(attempt: attempt)
+        case .fail(let failure):
+            fail(failure, reason: "backend closed the connection before answering: \(error ?? "EOF")")
+        case .ignore:
+            break
+        }
+    }
+
+    private func responseEnded(extraBytes: Bool) {
+        guard let context, case .finish(let poolConnection, let keepClient) = machine.responseEnd() else { return }
+        if let connection = upstream {
+            upstream = nil
+            connection.detach()
+            if poolConnection && !extraBytes {
+                pool?.release(connection)
+            } else {
+                connection.close()
+            }
+        }
+        if chunkEncode {
+            context.write(wrapOutboundOut(context.channel.allocator.buffer(staticString: "0\r\n\r\n")), promise: nil)
+        }
+        clientNeedsFlush = false
+        buffered.removeAll(keepingCapacity: true)
+        bufferedBodyBytes = 0
+        guard keepClient else {
+            phase = .done
+            inbound = nil
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)))
+                .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            return
+        }
+        context.flush()
+        phase = .awaitingHead
+        awaitHead(context: context)
+        takeRequests(context: context)
+        if phase == .awaitingHead, let inbound, inbound.readableBytes > 0 {
+            // The start of a pipelined head was read with the last request: the header timeout runs
+            // for it (the NIO path can only give it the idle timeout, docs/fuzzing.md "Open").
+            headDeadline.bytesArrived(now: context.eventLoop.now)
+            armHeadTimer(context: context)
+        }
+        if phase == .awaitingHead, inputClosed, (inbound?.readableBytes ?? 0) == 0 {
+            phase = .done
+            context.close(promise: nil)
+            return
+        }
+        if phase == .request || phase == .awaitingResponse { upstream?.flush() }
+        resumeReadIfAllowed()
+    }
+
+    // MARK: Timers
+
+    /// The exchange's timer bounds the time without progress (as ``HTTPForwarder``'s does). One
+    /// timer serves the connection's exchanges: it is not cancelled when a response ends, and when it
+    /// fires it checks the exchange then in flight against its last progress, so a keep-alive
+    /// request costs no scheduled task.
+    private func armTimeout() {
+        guard timeout == nil, let context else { return }
+        scheduleTimeout(at: context.eventLoop.now + responseTimeout)
+    }
+
+    private func scheduleTimeout(at deadline: NIODeadline) {
+        guard let context else { return }
+        timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            timeout = nil
+            exchangeTimerFired()
+        }
+    }
+
+    private func exchangeTimerFired() {
+        guard let context, machine.state == .exchanging else { return }
+        let stalledAt = lastProgress + responseTimeout
+        if stalledAt > context.eventLoop.now {
+            scheduleTimeout(at: stalledAt)
+            return
+        }
+        switch machine.timedOut(attempt: machine.attempt, upstreamWritable: upstream?.isWritable ?? false) {
+        case .fail(let failure):
+            fail(
+                failure,
+                reason: failure == .requestTimedOut ? "no more of the request body in time" : "no response in time"
+            )
+        case .closeStalled:
+            environment.logger.warning(
+                "http_response_stalled",
+                metadata: exchangeMetadata(["timeout_ms": "\(responseTimeout.nanoseconds / 1_000_000)"])
+            )
+            abandonUpstream()
+            phase = .done
+            context.close(promise: nil)
+        case .ignore:
+            break
+        }
+    }
+
+    private func cancelTimeout() {
+        timeout?.cancel()
+        timeout = nil
+    }
+
+    // MARK: Answers of the proxy's own
+
+    private func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
+        let status = HTTPResponseStatus(statusCode: failure.status)
+        environment.logger.warning(
+            failure.logEvent,
+            metadata: exchangeMetadata(["status": "\(status.code)", "reason": "\(reason)"])
+        )
+        abandonUpstream()
+        phase = .done
+        inbound = nil
+        respond(status: status, body: "\(status.code) \(status.reasonPhrase): \(reason)\n")
+    }
+
+    /// Writes a complete `text/plain` response with `Connection: close`, then closes (the fields
+    /// `writeHTTPResponse` writes on the NIO path).
+    private func respond(status: HTTPResponseStatus, body: String) {
+        guard let context else { return }
+        environment.metrics.httpResponse(status, fromBackend: false)
+        var out = context.channel.allocator.buffer(capacity: 160 + body.utf8.count)
+        out.writeString("HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\n")
+        out.writeString("Content-Type: \(plainTextContentType)\r\n")
+        out.writeString("Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n")
+        out.writeString(body)
+        context.writeAndFlush(wrapOutboundOut(out)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    private func abandonUpstream() {
+        cancelTimeout()
+        buffered.removeAll()
+        bufferedBodyBytes = 0
+        responseInbound = nil
+        if let connection = upstream {
+            upstream = nil
+            connection.close()
+        }
+    }
+
+    /// The method and target of the request in flight, for log lines.
+    private func requestLine() -> (method: String, path: String) {
+        guard let head = upstreamHead else { return ("-", "-") }
+        let view = head.readableBytesView
+        guard let firstSpace = view.firstIndex(of: HTTP1HeadParser.sp),
+            let secondSpace = view[(firstSpace + 1)...].firstIndex(of: HTTP1HeadParser.sp)
+        else { return ("-", "-") }
+        return (
+            String(decoding: view[view.startIndex..<firstSpace], as: UTF8.self),
+            String(decoding: view[(firstSpace + 1)..<secondSpace], as: UTF8.self)
+        )
+    }
+
+    private func exchangeMetadata(_ extra: Logger.Metadata) -> Logger.Metadata {
+        let line = requestLine()
+        var metadata: Logger.Metadata = [
+            "method": "\(line.method)", "path": "\(line.path)",
+            "client": "\(context?.channel.remoteAddress?.ipAddress ?? "-")",
+        ]
+        metadata.merge(extra) { _, new in new }
+        return metadata
+    }
+}
+
+// MARK: Shutdown
+
+extension FastHTTP1Handler: ShutdownParticipant {
+    func drain() {
+        guard let context else { return }
+        switch phase {
+        case .awaitingHead:
+            phase = .done
+            context.close(promise: nil)
+        case .request, .awaitingResponse:
+            clientKeepAlive = false
+            machine.clientMustClose()
+        case .done:
+            break
+        }
+    }
+
+    func endNow() {
+        guard let context else { return }
+        switch phase {
+        case .awaitingHead, .request, .awaitingResponse:
+            environment.logger.warning(
+                "http_connection_ended_by_shutdown",
+                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")"]
+            )
+            phase = .done
+            context.close(promise: nil)
+        case .done:
+            break
+        }
+    }
+}
+
+// MARK: Waiting for a request head
+
+extension FastHTTP1Handler {
+    private func awaitHead(context: ChannelHandlerContext) {
+        headDeadline.awaitHead(now: context.eventLoop.now)
+        armHeadTimer(context: context)
+    }
+
+    private func armHeadTimer(context: ChannelHandlerContext) {
+        guard let deadline = headDeadline.deadline else { return }
+        if let pending = headTimer {
+            if pending.at <= deadline { return }
+            pending.task.cancel()
+        }
+        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            headTimerFired()
+        }
+        headTimer = (task, deadline)
+    }
+
+    private func cancelHeadTimer() {
+        headTimer?.task.cancel()
+        headTimer = nil
+    }
+
+    private func headTimerFired() {
+        headTimer = nil
+        guard let context, phase == .awaitingHead else { return }
+        switch headDeadline.verdict(now: context.eventLoop.now) {
+        case nil:
+            return
+        case .wait:
+            armHeadTimer(context: context)
+        case .idle:
+            phase = .done
+            environment.logger.debug(
+                "client_idle_timeout",
+                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")"]
+            )
+            context.close(promise: nil)
+        case .headTooSlow:
+            phase = .done
+            environment.logger.warning(
+                "request_head_timeout",
+                metadata: [
+                    "status": "408", "timeout_ms": "\(environment.settings.httpHeaderTimeoutMs)",
+                    "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
+                ]
+            )
+            respond(
+                status: .requestTimeout,
+                body: "request head not complete within \(environment.settings.httpHeaderTimeoutMs) ms\n"
+            )
+        }
+    }
+}
+
+@available(*, unavailable)
+extension FastHTTP1Handler: Sendable {}
