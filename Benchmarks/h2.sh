@@ -24,7 +24,7 @@ THREADS="${THREADS:-2}"
 CONNS="${CONNS:-50}"
 STREAMS="${STREAMS:-10}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-4}"
-HANDSHAKES="${HANDSHAKES:-200}"
+HANDSHAKES="${HANDSHAKES:-400}"
 ROUNDS="${ROUNDS:-5}"
 TOOL_THREADS="${TOOL_THREADS:-2}"
 
@@ -95,6 +95,8 @@ error_log $WORK/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
+    # nginx closes a connection after 1,000 requests by default, and h2load does not reconnect.
+    keepalive_requests 1000000;
     client_body_temp_path $WORK/nginx-body;
     proxy_temp_path $WORK/nginx-proxy;
     upstream echo { server 127.0.0.1:$ECHO_PORT; keepalive 64; }
