@@ -119,7 +119,7 @@ w(f"- load average (1/5/15 min) before: {a.load_before}; after: {a.load_after} (
 w(f"- worker threads per proxy: {a.threads} (nginx `worker_processes`, HAProxy `nbthread`, ReadyGate `READYGATE_THREADS`);"
   f" echo backend `ws-echo` with {a.threads} event loops; load tool `ws-bench` with {a.tool_threads} event loops")
 w(f"- every measure below ran in {a.rounds or 1} interleaved rounds: all targets up at once, taking turns in an order"
-  " rotated each round; each number is the median over the rounds (raw results: `Benchmarks/results/latest.jsonl`)")
+  " rotated each round; each number is the median over the rounds (raw results: `Benchmarks/results/latest.jsonl`, committed)")
 w(f"- throughput: {a.conns} connections x {a.inflight} messages in flight, {a.size}-byte binary messages, {a.duration} s"
   " measured after 1 s warm-up")
 w(f"- latency: open loop, {a.rate} msg/s over {a.lat_conns} connections, {a.duration} s measured after 2 s warm-up;"
@@ -130,8 +130,9 @@ w(f"- first echo: {a.first} new sessions per round one after another, connect st
 if a.session_concurrency:
     w(f"- sessions per second: {a.session_concurrency} loops of connect, upgrade, one echo, close, for {a.duration} s;"
       f" wrk: {a.wrk_duration} s per round")
-w("- ReadyGate runs with `READYGATE_ENV=testing` (1 ms delay gate after the backend's 101);"
-  " `readygate (delay 0)` is the same with `READYGATE_BASE_DELAY_MS=0`")
+w("- ReadyGate runs with `READYGATE_ENV=testing` and its default gate (`ping`: a ping to the backend after its"
+  " 101, then the 1 ms base delay from the pong); `readygate (delay 0)` is the same with"
+  " `READYGATE_BASE_DELAY_MS=0` (the pong's round trip, then no delay)")
 w("")
 
 # Throughput
