@@ -6,7 +6,7 @@ import ReadyGateCore
 /// out, no codec. While an exchange runs it hands what it reads to its ``FastHTTP1Handler``; while
 /// idle in its ``RawUpstreamPool`` it keeps reading, so a backend that closes (or talks out of turn)
 /// leaves the pool at once.
-final class RawUpstreamHandler: ChannelDuplexHandler {
+final class RawUpstreamHandler: ChannelDuplexHandler, PooledBackendConnection {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -102,83 +102,10 @@ final class RawUpstreamHandler: ChannelDuplexHandler {
 @available(*, unavailable)
 extension RawUpstreamHandler: Sendable {}
 
-/// Keep-alive backend connections of the fast path, one pool per event loop: the same rules as
-/// ``UpstreamPool`` (LIFO reuse, at most `maxIdle`, a sweep of those idle past `idleTimeout`) for
-/// connections without a codec.
-final class RawUpstreamPool {
-    typealias Connector = (any EventLoop, RawUpstreamHandler) -> EventLoopFuture<any Channel>
+/// The fast path's pool: the same rules as ``UpstreamPool`` for connections without a codec.
+typealias RawUpstreamPool = BackendPool<RawUpstreamHandler>
 
-    let eventLoop: any EventLoop
-    let maxIdle: Int
-    let idleTimeout: TimeAmount
-    private let connector: Connector
-    private var idle: [RawUpstreamHandler] = []
-    private var sweep: RepeatedTask?
-
-    init(eventLoop: any EventLoop, maxIdle: Int, idleTimeout: TimeAmount, connector: @escaping Connector) {
-        self.eventLoop = eventLoop
-        self.maxIdle = maxIdle
-        self.idleTimeout = idleTimeout
-        self.connector = connector
-    }
-
-    var idleCount: Int { idle.count }
-
-    func takeIdle() -> RawUpstreamHandler? {
-        while let connection = idle.popLast() {
-            if connection.isActive { return connection }
-        }
-        return nil
-    }
-
-    func connect() -> EventLoopFuture<RawUpstreamHandler> {
-        let handler = RawUpstreamHandler(pool: self)
-        return connector(eventLoop, handler).assumeIsolated().map { _ in handler }.nonisolated()
-    }
-
-    func release(_ connection: RawUpstreamHandler) {
-        guard connection.isActive, idle.count < maxIdle else {
-            connection.close()
-            return
-        }
-        connection.idleSince = eventLoop.now
-        idle.append(connection)
-        if sweep == nil { startSweep() }
-    }
-
-    func remove(_ connection: RawUpstreamHandler) {
-        if let index = idle.firstIndex(where: { $0 === connection }) { idle.remove(at: index) }
-    }
-
-    func closeAll() {
-        sweep?.cancel()
-        sweep = nil
-        let closing = idle
-        idle.removeAll()
-        for connection in closing { connection.close() }
-    }
-
-    private func startSweep() {
-        let interval = TimeAmount.nanoseconds(max(idleTimeout.nanoseconds / 4, 1_000_000))
-        let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        sweep = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
-            bound.value.sweepIdle(task: task)
-        }
-    }
-
-    private func sweepIdle(task: RepeatedTask) {
-        let cutoff = eventLoop.now - idleTimeout
-        let expired = idle.filter { $0.idleSince <= cutoff }
-        if !expired.isEmpty {
-            idle.removeAll { $0.idleSince <= cutoff }
-            for connection in expired { connection.close() }
-        }
-        if idle.isEmpty {
-            task.cancel()
-            sweep = nil
-        }
-    }
-
+extension BackendPool where Connection == RawUpstreamHandler {
     /// TCP to the backend with nothing but the raw handler in the pipeline; with `tls` (an
     /// `https://` upstream) NIOSSL's handler in front of it, and the connection opens only when the
     /// TLS handshake is done, as in ``UpstreamPool/tcpConnector(target:connectTimeout:tls:tlsFailures:)``.
@@ -212,6 +139,3 @@ final class RawUpstreamPool {
         }
     }
 }
-
-@available(*, unavailable)
-extension RawUpstreamPool: Sendable {}

@@ -8,7 +8,7 @@ import NIOHTTP1
 /// (the glue pattern of NIO's connect-proxy example). While idle in its ``UpstreamPool`` it keeps
 /// reading, so a backend that closes the connection (or sends bytes nobody asked for) takes it out
 /// of the pool at once.
-final class UpstreamHTTPHandler: ChannelDuplexHandler {
+final class UpstreamHTTPHandler: ChannelDuplexHandler, PooledBackendConnection {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart

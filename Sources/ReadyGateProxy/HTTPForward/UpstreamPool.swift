@@ -4,22 +4,34 @@ import NIOHTTP1
 import NIOPosix
 import ReadyGateCore
 
-/// Keep-alive connections to the backend for plain HTTP requests, one pool per event loop.
+/// A keep-alive backend connection a ``BackendPool`` keeps: the last handler of its channel.
+protocol PooledBackendConnection: AnyObject, SendableMetatype {
+    /// A fresh connection's handler, which leaves `pool` when its channel closes while idle.
+    init(pool: BackendPool<Self>)
+    var isActive: Bool { get }
+    /// When it went back to the pool.
+    var idleSince: NIODeadline { get set }
+    func close()
+}
+
+/// Keep-alive connections to the backend for plain HTTP requests, one pool per event loop: NIO's
+/// HTTP/1.1 client codec in front of an ``UpstreamHTTPHandler`` (``UpstreamPool``), or nothing in
+/// front of a ``RawUpstreamHandler`` on the fast path (``RawUpstreamPool``).
 ///
 /// A pool belongs to one loop and is only touched there, like the client channels it serves: a
 /// request's client and backend channels share a loop, so the hot path takes no lock. Idle
 /// connections are reused last-in first-out (the warmest socket first), at most `maxIdle` are
 /// kept, and a sweep closes those idle longer than `idleTimeout`.
-final class UpstreamPool {
+final class BackendPool<Connection: PooledBackendConnection> {
     /// Opens a backend channel whose pipeline ends in the given handler.
-    typealias Connector = (any EventLoop, UpstreamHTTPHandler) -> EventLoopFuture<any Channel>
+    typealias Connector = (any EventLoop, Connection) -> EventLoopFuture<any Channel>
 
     let eventLoop: any EventLoop
     let maxIdle: Int
     let idleTimeout: TimeAmount
     private let connector: Connector
     /// Idle connections, the most recently returned last.
-    private var idle: [UpstreamHTTPHandler] = []
+    private var idle: [Connection] = []
     private var sweep: RepeatedTask?
 
     init(eventLoop: any EventLoop, maxIdle: Int, idleTimeout: TimeAmount, connector: @escaping Connector) {
@@ -33,7 +45,7 @@ final class UpstreamPool {
     var idleCount: Int { idle.count }
 
     /// The most recently returned idle connection that is still open, or nil.
-    func takeIdle() -> UpstreamHTTPHandler? {
+    func takeIdle() -> Connection? {
         while let connection = idle.popLast() {
             if connection.isActive { return connection }
         }
@@ -41,14 +53,14 @@ final class UpstreamPool {
     }
 
     /// Opens a fresh connection to the backend.
-    func connect() -> EventLoopFuture<UpstreamHTTPHandler> {
-        let handler = UpstreamHTTPHandler(pool: self)
+    func connect() -> EventLoopFuture<Connection> {
+        let handler = Connection(pool: self)
         return connector(eventLoop, handler).assumeIsolated().map { _ in handler }.nonisolated()
     }
 
     /// Takes back a connection whose exchange completed with keep-alive on both sides; closes it
     /// when the pool is full.
-    func release(_ connection: UpstreamHTTPHandler) {
+    func release(_ connection: Connection) {
         guard connection.isActive, idle.count < maxIdle else {
             connection.close()
             return
@@ -59,7 +71,7 @@ final class UpstreamPool {
     }
 
     /// An idle connection closed (by the backend, or by the sweep).
-    func remove(_ connection: UpstreamHTTPHandler) {
+    func remove(_ connection: Connection) {
         if let index = idle.firstIndex(where: { $0 === connection }) { idle.remove(at: index) }
     }
 
@@ -94,7 +106,15 @@ final class UpstreamPool {
             sweep = nil
         }
     }
+}
 
+@available(*, unavailable)
+extension BackendPool: Sendable {}
+
+/// The NIO-codec path's pool.
+typealias UpstreamPool = BackendPool<UpstreamHTTPHandler>
+
+extension BackendPool where Connection == UpstreamHTTPHandler {
     /// The connector `readygate serve` uses: TCP to the configured backend with NIO's HTTP/1.1
     /// client codec. Framing headers are set by ``ForwardedMessage``, not by the encoder.
     ///
@@ -136,9 +156,6 @@ final class UpstreamPool {
         }
     }
 }
-
-@available(*, unavailable)
-extension UpstreamPool: Sendable {}
 
 /// A backend connection could not be opened.
 enum UpstreamConnectError: Error {
