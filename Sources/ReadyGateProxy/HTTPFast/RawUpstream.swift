@@ -106,36 +106,13 @@ extension RawUpstreamHandler: Sendable {}
 typealias RawUpstreamPool = BackendPool<RawUpstreamHandler>
 
 extension BackendPool where Connection == RawUpstreamHandler {
-    /// TCP to the backend with nothing but the raw handler in the pipeline; with `tls` (an
-    /// `https://` upstream) NIOSSL's handler in front of it, and the connection opens only when the
-    /// TLS handshake is done, as in ``UpstreamPool/tcpConnector(target:connectTimeout:tls:tlsFailures:)``.
+    /// TCP (or TLS) to the backend with nothing but the raw handler after TLS.
     static func tcpConnector(
         target: UpstreamTarget,
         connectTimeout: TimeAmount,
         tls: UpstreamTLS? = nil,
         tlsFailures: TLSHandshakeFailures? = nil
     ) -> Connector {
-        { eventLoop, handler in
-            guard let bootstrap = ClientBootstrap(validatingGroup: eventLoop) else {
-                return eventLoop.makeFailedFuture(UpstreamConnectError.unsupportedEventLoop)
-            }
-            let bound = NIOLoopBound(handler, eventLoop: eventLoop)
-            let handshake = tls.map { _ in eventLoop.makePromise(of: Void.self) }
-            let connect =
-                bootstrap
-                .connectTimeout(connectTimeout)
-                .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-                .channelOption(ChannelOptions.recvAllocator, value: ChannelTuning.receiveAllocator)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let sync = channel.pipeline.syncOperations
-                        try UpstreamTLSHandshakeWatch.addTLS(tls, handshake: handshake, failures: tlsFailures, to: sync)
-                        try sync.addHandler(bound.value)
-                    }
-                }
-                .connect(host: target.host, port: target.port)
-            guard let handshake else { return connect }
-            return UpstreamTLSHandshakeWatch.connected(connect, handshake: handshake)
-        }
+        tcpConnector(target: target, connectTimeout: connectTimeout, tls: tls, tlsFailures: tlsFailures) { _ in }
     }
 }

@@ -5,7 +5,7 @@ import NIOPosix
 import ReadyGateCore
 
 /// A keep-alive backend connection a ``BackendPool`` keeps: the last handler of its channel.
-protocol PooledBackendConnection: AnyObject, SendableMetatype {
+protocol PooledBackendConnection: ChannelHandler, SendableMetatype {
     /// A fresh connection's handler, which leaves `pool` when its channel closes while idle.
     init(pool: BackendPool<Self>)
     var isActive: Bool { get }
@@ -114,17 +114,16 @@ extension BackendPool: Sendable {}
 /// The NIO-codec path's pool.
 typealias UpstreamPool = BackendPool<UpstreamHTTPHandler>
 
-extension BackendPool where Connection == UpstreamHTTPHandler {
-    /// The connector `readygate serve` uses: TCP to the configured backend with NIO's HTTP/1.1
-    /// client codec. Framing headers are set by ``ForwardedMessage``, not by the encoder.
-    ///
-    /// With `tls` (an `https://` upstream) the connection speaks TLS, and opens only when the TLS
-    /// handshake is done: a handshake that fails is a failed connect.
+extension BackendPool {
+    /// TCP to the backend; with `tls` (an `https://` upstream) NIOSSL's handler first, and the
+    /// connection opens only when the TLS handshake is done: a handshake that fails is a failed
+    /// connect. `codec` adds what goes between TLS and the connection's own handler.
     static func tcpConnector(
         target: UpstreamTarget,
         connectTimeout: TimeAmount,
-        tls: UpstreamTLS? = nil,
-        tlsFailures: TLSHandshakeFailures? = nil
+        tls: UpstreamTLS?,
+        tlsFailures: TLSHandshakeFailures?,
+        codec: @escaping @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void
     ) -> Connector {
         { eventLoop, handler in
             guard let bootstrap = ClientBootstrap(validatingGroup: eventLoop) else {
@@ -141,18 +140,31 @@ extension BackendPool where Connection == UpstreamHTTPHandler {
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
                         try UpstreamTLSHandshakeWatch.addTLS(tls, handshake: handshake, failures: tlsFailures, to: sync)
-                        var configuration = HTTPRequestEncoder.Configuration()
-                        configuration.automaticallySetFramingHeaders = false
-                        try sync.addHandler(HTTPRequestEncoder(configuration: configuration))
-                        try sync.addHandler(
-                            ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes))
-                        )
+                        try codec(sync)
                         try sync.addHandler(bound.value)
                     }
                 }
                 .connect(host: target.host, port: target.port)
             guard let handshake else { return connect }
             return UpstreamTLSHandshakeWatch.connected(connect, handshake: handshake)
+        }
+    }
+}
+
+extension BackendPool where Connection == UpstreamHTTPHandler {
+    /// The connector `readygate serve` uses: TCP (or TLS) to the configured backend with NIO's
+    /// HTTP/1.1 client codec. Framing headers are set by ``ForwardedMessage``, not by the encoder.
+    static func tcpConnector(
+        target: UpstreamTarget,
+        connectTimeout: TimeAmount,
+        tls: UpstreamTLS? = nil,
+        tlsFailures: TLSHandshakeFailures? = nil
+    ) -> Connector {
+        tcpConnector(target: target, connectTimeout: connectTimeout, tls: tls, tlsFailures: tlsFailures) { sync in
+            var configuration = HTTPRequestEncoder.Configuration()
+            configuration.automaticallySetFramingHeaders = false
+            try sync.addHandler(HTTPRequestEncoder(configuration: configuration))
+            try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
         }
     }
 }
