@@ -259,4 +259,34 @@ struct ProxyHeadersTests {
         #expect(list.fields.count == 1)
         #expect(Array(list.map(\.value)) == ["2"])
     }
+
+    @Test(
+        "ASCII case is ignored, nothing else",
+        arguments: [
+            ("Upgrade", "upgrade", true), ("SEC-WEBSOCKET-KEY", "sec-websocket-key", true),
+            ("upgrade", "upgrades", false), ("@", "`", false), ("[", "{", false), ("ü", "Ü", false),
+            ("", "", true), ("a-b_c", "A-B_C", true), ("a", "b", false),
+        ]
+    )
+    func asciiCaseInsensitive(left: String, right: String, equal: Bool) {
+        #expect(left.equalsIgnoringASCIICase(right) == equal)
+        #expect(right.equalsIgnoringASCIICase(left) == equal)
+    }
+
+    @Test("list elements are trimmed of spaces and tabs, empty ones skipped")
+    func listElements() {
+        let list: HTTPHeaderList = [
+            "Connection": "\t keep-alive ,,\tUpgrade\t, ", "connection": "", "Other": "Upgrade",
+        ]
+        #expect(list.tokens("connection") == ["keep-alive", "Upgrade"])
+        #expect(list.containsToken("UPGRADE", in: "Connection"))
+        #expect(list.containsToken("keep-alive", in: "connection"))
+        #expect(!list.containsToken("upgrad", in: "connection"))
+        #expect(!list.containsToken("", in: "connection"))
+        #expect(!list.containsToken("upgrade", in: "missing"))
+        let single: HTTPHeaderList = ["Upgrade": "websocket"]
+        #expect(single.first("UPGRADE") == "websocket")
+        #expect(Substring(" \t a b \t").trimmingSpaces() == "a b")
+        #expect(Substring(" \t ").trimmingSpaces() == "")
+    }
 }

@@ -15,11 +15,13 @@ public enum ProxyHeaders {
     /// Removes hop-by-hop fields and every field the `Connection` field lists (RFC 9110 §7.6.1),
     /// except ``notNominable`` ones.
     public static func strippingHopByHop(_ headers: HTTPHeaderList) -> HTTPHeaderList {
-        let named = Set(headers.tokens("connection").map { $0.lowercased() }).subtracting(notNominable)
+        let named = headers.tokens("connection").filter { token in
+            !notNominable.contains { token.equalsIgnoringASCIICase($0) }
+        }
         return HTTPHeaderList(
             headers.fields.filter { field in
-                let name = field.name.lowercased()
-                return !hopByHop.contains(name) && !named.contains(name)
+                !hopByHop.contains { field.name.equalsIgnoringASCIICase($0) }
+                    && !named.contains { field.name.equalsIgnoringASCIICase($0) }
             }
         )
     }

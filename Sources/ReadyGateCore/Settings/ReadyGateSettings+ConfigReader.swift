@@ -318,9 +318,7 @@ struct SettingsSource {
 }
 
 extension Substring {
-    func trimmingSpaces() -> String {
-        String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
-    }
+    func trimmingSpaces() -> String { String(trimmingSpacesSlice()) }
 }
 
 extension Character {
