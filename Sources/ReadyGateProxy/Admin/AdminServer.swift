@@ -104,7 +104,7 @@ final class AdminHandler: ChannelInboundHandler {
         let upstream = environment.settings.upstream
         let probe = ClientBootstrap(group: context.eventLoop)
             .connectTimeout(Self.probeTimeout)
-            .connect(host: upstream.host, port: upstream.port)
+            .connect(to: upstream)
         probe.assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let channel):

@@ -144,7 +144,7 @@ extension BackendPool {
                         try sync.addHandler(bound.value)
                     }
                 }
-                .connect(host: target.host, port: target.port)
+                .connect(to: target)
             guard let handshake else { return connect }
             return UpstreamTLSHandshakeWatch.connected(connect, handshake: handshake)
         }

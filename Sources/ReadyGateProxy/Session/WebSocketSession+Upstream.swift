@@ -36,7 +36,7 @@ extension WebSocketSession {
                     )
                 }
             }
-            .connect(host: target.host, port: target.port)
+            .connect(to: target)
         attempts[attempt] = connect
         connect.assumeIsolated().whenComplete { [self] result in
             switch result {
