@@ -18,8 +18,11 @@ public enum WebSocketHandshake {
     }
 
     /// A fresh random `Sec-WebSocket-Key`: 16 random bytes, base64 (RFC 6455 §4.1).
+    /// Two draws of the generator, not sixteen: each draw of the system generator is a syscall.
     public static func makeKey(using random: inout some RandomNumberGenerator) -> String {
-        let bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &random) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(16)
+        for _ in 0..<2 { withUnsafeBytes(of: random.next() as UInt64) { bytes.append(contentsOf: $0) } }
         return Data(bytes).base64EncodedString()
     }
 

@@ -250,7 +250,7 @@ final class WebSocketSession {
     /// payload, whose pong that side's filter takes out: the ping gate's, or a keepalive's.
     func sendOwnPing(to side: SessionStateMachine.Side) {
         guard let filter = filter(side), let glue = glue(side) else { return }
-        let payload = (0..<8).map { _ in UInt8.random(in: 0...255, using: &random) }
+        let payload = withUnsafeBytes(of: random.next() as UInt64) { Array($0) }
         filter.awaitPong(payload: payload)
         let frame = WebSocketFrameWriter.frame(
             opcode: .ping,
@@ -261,10 +261,19 @@ final class WebSocketSession {
     }
 
     func logEvent(_ event: RaceEvent) {
+        logInfo(
+            event.pattern.rawValue,
+            fields: event.fields.map { ($0.key, $0.value) } + [("pattern", event.pattern.rawValue)]
+        )
+    }
+
+    /// An `info` line with the session's id and `fields`; nothing is built when the level is higher
+    /// (a proxy at `warning` formats no metadata per session).
+    private func logInfo(_ message: String, fields: @autoclosure () -> [(String, String)]) {
+        guard environment.logger.logLevel <= .info else { return }
         var metadata = Logger.Metadata()
-        for (key, value) in event.fields { metadata[key] = "\(value)" }
-        metadata["pattern"] = "\(event.pattern.rawValue)"
-        logger.info("\(event.pattern.rawValue)", metadata: metadata)
+        for (key, value) in fields() { metadata[key] = "\(value)" }
+        logger.info("\(message)", metadata: metadata)
     }
 
     // MARK: Shutdown and the end
@@ -313,9 +322,7 @@ final class WebSocketSession {
         // Counted before the summary is logged: whoever reads the summary finds the metrics.
         environment.metrics.sessionEnded(record)
         if !adaptiveDelayTold { environment.delayGateSessionEnded(record) }
-        var metadata = Logger.Metadata()
-        for (key, value) in record.summaryFields { metadata[key] = "\(value)" }
-        logger.info("session_summary", metadata: metadata)
+        logInfo("session_summary", fields: record.summaryFields)
         environment.onSessionEnd?(record)
         environment.sessions.remove(self)
         clientWatcher = nil
