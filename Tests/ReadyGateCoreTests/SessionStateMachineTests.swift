@@ -222,7 +222,7 @@ struct SessionStateMachineMatrixTests {
         if stage == .initializing {
             check(
                 actions,
-                [.armHandshakeTimeout(ms: 100), .acceptClient, .connectUpstream(attempt: 1)],
+                [.armHandshakeTimeout(ms: 100), .connectUpstream(attempt: 1), .acceptClient],
                 machine,
                 in: stage
             )
@@ -753,7 +753,7 @@ struct SessionStateMachineHandshakeTests {
         var immediate = makeMachine(.immediate)
         #expect(
             immediate.start(clientOfferedSubprotocols: false, subprotocolsConfigured: false, nowMs: 2)
-                == [.armHandshakeTimeout(ms: 100), .acceptClient, .connectUpstream(attempt: 1)]
+                == [.armHandshakeTimeout(ms: 100), .connectUpstream(attempt: 1), .acceptClient]
         )
         #expect(immediate.record.stateTimes[.handshakePending] == 2)
         #expect(immediate.record.connectAttempts == 1)
@@ -784,7 +784,7 @@ struct SessionStateMachineHandshakeTests {
         #expect(machine.acceptMode == expected)
         #expect(machine.record.acceptMode == expected)
         let accept: [Action] = expected == .immediate ? [.acceptClient] : []
-        #expect(actions == [.armHandshakeTimeout(ms: 100)] + accept + [.connectUpstream(attempt: 1)])
+        #expect(actions == [.armHandshakeTimeout(ms: 100), .connectUpstream(attempt: 1)] + accept)
     }
 
     @Test("immediate turned upstream accepts on the 101 and relays a rejection")
@@ -1334,7 +1334,7 @@ struct SessionStateMachineHandshakeTests {
         var machine = makeMachine(.immediate, timing: DeploymentEnvironment.production.profile)
         #expect(
             machine.start(clientOfferedSubprotocols: false, subprotocolsConfigured: false, nowMs: 1)
-                == [.armHandshakeTimeout(ms: 1000), .acceptClient, .connectUpstream(attempt: 1)]
+                == [.armHandshakeTimeout(ms: 1000), .connectUpstream(attempt: 1), .acceptClient]
         )
         #expect(
             machine.upstreamUpgraded(attempt: 1, nowMs: 40) == [

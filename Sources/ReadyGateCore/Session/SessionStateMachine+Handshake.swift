@@ -15,9 +15,12 @@ extension SessionStateMachine {
         let accept = configuration.acceptMode == .immediate
         state = .connecting(Connecting(attempt: 1, clientAccepted: accept))
         enter(.handshakePending, nowMs: nowMs)
-        var actions: [Action] = [.armHandshakeTimeout(ms: configuration.timing.handshakeTimeoutMs)]
+        // The connect goes out before the client's 101 is written: the backend's accept and answer
+        // overlap with the proxy's work for the client.
+        var actions: [Action] = [
+            .armHandshakeTimeout(ms: configuration.timing.handshakeTimeoutMs), .connectUpstream(attempt: 1),
+        ]
         if accept { actions.append(.acceptClient) }
-        actions.append(.connectUpstream(attempt: 1))
         return actions
     }
 
