@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Plain-HTTP A/B: two ReadyGate binaries and nginx side by side, in alternating rounds, on the
-# same echo backend. For each round and proxy: wrk's requests per second and the proxy's CPU time
-# per request (utime+stime of its processes from /proc, over the wrk run).
+# A/B of two ReadyGate binaries, nginx beside them, in alternating rounds, on the same echo
+# backend. For each round and proxy: the rate and the proxy's CPU time per unit of work
+# (utime+stime of its processes from /proc, over the run).
+#   MODE=http (default): wrk against `GET /`; requests per second, CPU per request.
+#   MODE=sessions: `ws-bench sessions` (loops of connect, upgrade, one echo, close); new sessions
+#   per second, CPU per session. ReadyGate runs with its default gate (ping) and
+#   READYGATE_BASE_DELAY_MS=0, so the rate is bounded by work, not by a timer.
 #
 #   Benchmarks/http-ab.sh BEFORE_BIN AFTER_BIN [rounds]
+#   MODE=sessions Benchmarks/http-ab.sh BEFORE_BIN AFTER_BIN [rounds]
 #
-# Environment: ECHO_BIN (the ws-echo backend, default Benchmarks/.build/release/ws-echo),
-# THREADS (2), DURATION (4s), CONNECTIONS (50).
+# Environment: ECHO_BIN (the ws-echo backend, default Benchmarks/.build/release/ws-echo), BENCH_BIN
+# (ws-bench, default beside it), THREADS (2), DURATION (4s), CONNECTIONS (50; 20 loops for sessions).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 before="$1"
@@ -15,7 +20,9 @@ rounds="${3:-3}"
 ECHO_BIN="${ECHO_BIN:-$here/.build/release/ws-echo}"
 THREADS="${THREADS:-2}"
 DURATION="${DURATION:-4s}"
-CONNECTIONS="${CONNECTIONS:-50}"
+MODE="${MODE:-http}"
+BENCH_BIN="${BENCH_BIN:-$(dirname "$ECHO_BIN")/ws-bench}"
+if [[ "$MODE" == sessions ]]; then CONNECTIONS="${CONNECTIONS:-20}"; else CONNECTIONS="${CONNECTIONS:-50}"; fi
 WORK="$(mktemp -d)"
 NOFILE=4096
 ECHO_PORT=19580
@@ -48,31 +55,50 @@ wait_port() {
     return 1
 }
 
-# Runs wrk against whatever listens on PORT; prints "req/s us_per_request".
+# Loads whatever listens on PORT for DURATION; prints the rate and the CPU per unit of work.
 measure() {
     local pid_list="$1"
     local start=0 end=0
     for pid in $pid_list; do start=$((start + $(ticks "$pid"))); done
-    local out
-    out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$PORT/")
+    local out rate count errors unit
+    if [[ "$MODE" == sessions ]]; then
+        out=$("$BENCH_BIN" sessions --port "$PORT" --label ab --concurrency "$CONNECTIONS" \
+            --duration "${DURATION%s}" 2>/dev/null)
+        rate=$(jq -r .sessions_per_s <<<"$out")
+        count=$(jq -r .sessions <<<"$out")
+        errors="failed $(jq -r .failed <<<"$out")"
+        unit=session
+    else
+        out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$PORT/")
+        rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+        count=$(awk '/requests in/ {print $1}' <<<"$out")
+        errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" | tr '\n' ' ' || true)
+        unit=req
+    fi
     for pid in $pid_list; do end=$((end + $(ticks "$pid"))); done
-    local rps requests
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    requests=$(awk '/requests in/ {print $1}' <<<"$out")
-    local errors
-    errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" | tr '\n' ' ' || true)
-    awk -v r="$rps" -v t=$((end - start)) -v n="$requests" -v hz="$hz" -v e="$errors" \
-        'BEGIN { printf "%8.0f req/s %7.1f us/req %s\n", r, t / hz * 1e6 / n, e }'
+    awk -v r="$rate" -v t=$((end - start)) -v n="$count" -v hz="$hz" -v e="$errors" -v u="$unit" \
+        'BEGIN { printf "%8.0f %s/s %7.1f us/%s %s\n", r, u, t / hz * 1e6 / n, u, e }'
+}
+
+# A short unmeasured run first, so that the measured one starts warm.
+warm_up() {
+    if [[ "$MODE" == sessions ]]; then
+        "$BENCH_BIN" sessions --port "$PORT" --label warm --concurrency "$CONNECTIONS" --duration 1 >/dev/null 2>&1
+    else
+        wrk -t2 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$PORT/" >/dev/null
+    fi
 }
 
 run_readygate() {
     local bin="$1" label="$2"
-    READYGATE_LISTEN="127.0.0.1:$PORT" READYGATE_UPSTREAM="http://127.0.0.1:$ECHO_PORT" READYGATE_ENV=testing \
+    local delay=()
+    [[ "$MODE" == sessions ]] && delay=(READYGATE_BASE_DELAY_MS=0)
+    env "${delay[@]}" READYGATE_LISTEN="127.0.0.1:$PORT" READYGATE_UPSTREAM="http://127.0.0.1:$ECHO_PORT" READYGATE_ENV=testing \
         READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL=warning READYGATE_ADMIN_LISTEN=off \
         "$bin" serve >"$WORK/$label.log" 2>&1 &
     local pid=$!
     wait_port
-    wrk -t2 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$PORT/" >/dev/null
+    warm_up
     printf "%-8s %s\n" "$label" "$(measure "$pid")"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
@@ -84,13 +110,13 @@ run_nginx() {
     sleep 0.2
     local pids
     pids=$(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')
-    wrk -t2 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$PORT/" >/dev/null
+    warm_up
     printf "%-8s %s\n" "nginx" "$(measure "$(cat "$WORK/nginx.pid") $pids")"
     kill "$(cat "$WORK/nginx.pid")"
     sleep 0.5
 }
 
-echo "wrk -t2 -c$CONNECTIONS -d$DURATION, $THREADS proxy threads/workers, $rounds rounds"
+echo "$MODE: $CONNECTIONS connections/loops, $DURATION per run, $THREADS proxy threads/workers, $rounds rounds"
 for round in $(seq "$rounds"); do
     echo "-- round $round"
     run_readygate "$before" before
