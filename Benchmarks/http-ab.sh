@@ -92,7 +92,7 @@ warm_up() {
 run_readygate() {
     local bin="$1" label="$2"
     local delay=()
-    [[ "$MODE" == sessions ]] && delay=(READYGATE_BASE_DELAY_MS=0)
+    [[ "$MODE" == sessions ]] && delay=(READYGATE_BASE_DELAY_MS=0 READYGATE_HANDSHAKE_TIMEOUT_MS=5000)
     env "${delay[@]}" READYGATE_LISTEN="127.0.0.1:$PORT" READYGATE_UPSTREAM="http://127.0.0.1:$ECHO_PORT" READYGATE_ENV=testing \
         READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL=warning READYGATE_ADMIN_LISTEN=off \
         "$bin" serve >"$WORK/$label.log" 2>&1 &

@@ -124,19 +124,25 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Closes the connection (`.all`) or its output (`.output`, a TCP half-close) once what was
-    /// written before is flushed, or after `deadline` if the peer does not read.
+    /// written before is flushed, or after `deadline` if the peer does not read. The deadline's
+    /// timer is only armed when the flush did not finish at once (the usual case has nothing
+    /// waiting, and a session ends without scheduling and cancelling a task per side).
     func close(mode: CloseMode, afterFlushWithin deadline: TimeAmount) {
         guard let context else { return }
         let promise = context.eventLoop.makePromise(of: Void.self)
         write(context.channel.allocator.buffer(capacity: 0), promise: promise)
         flush()
         let channel = context.channel
-        let timeout = context.eventLoop.assumeIsolated().scheduleTask(in: deadline) {
-            channel.close(promise: nil)
-        }
-        promise.futureResult.assumeIsolated().whenComplete { _ in
-            timeout.cancel()
+        let flushed = promise.futureResult.assumeIsolated()
+        var timeout: Scheduled<Void>?
+        var closed = false
+        flushed.whenComplete { _ in
+            closed = true
+            timeout?.cancel()
             channel.close(mode: mode, promise: nil)
+        }
+        if !closed {
+            timeout = context.eventLoop.assumeIsolated().scheduleTask(in: deadline) { channel.close(promise: nil) }
         }
     }
 

@@ -343,7 +343,9 @@ final class WebSocketSession {
 extension WebSocketSession: Sendable {}
 
 /// A session's handshake state: the client's request, and what the upstream upgrade produced.
-struct HandshakeState {
+/// A class, so that the session keeps a reference, not some 180 bytes of it inline, once it lets go
+/// of it at READY.
+final class HandshakeState {
     let uri: String
     /// The client's request headers, the source of the upstream upgrade request's.
     let headers: HTTPHeaderList
@@ -359,6 +361,13 @@ struct HandshakeState {
     var upstreamResponse: HTTPResponseHead?
     /// The backend's refusal, relayed as it was in `upstream` accept mode.
     var rejection: (head: HTTPResponseHead, body: ByteBuffer?)?
+
+    init(uri: String, headers: HTTPHeaderList, upgrade: ClientUpgradeRequest, upstreamKey: String) {
+        self.uri = uri
+        self.headers = headers
+        self.upgrade = upgrade
+        self.upstreamKey = upstreamKey
+    }
 }
 
 extension WebSocketSession: ShutdownParticipant {
