@@ -160,6 +160,56 @@ struct EmbeddedHTTP2FastExchangeTests {
         #expect(response.ended)
     }
 
+    @Test func noAnswerInTheResponseTimeoutIs504() throws {
+        let h = try StreamHarness()
+        try h.request()
+        _ = try h.sentUpstream()
+        h.loop.advanceTime(by: .milliseconds(Int64(h.environment.settings.httpResponseTimeoutMs) + 1))
+        let response = try h.response()
+        #expect(response.headers.first?.first(name: ":status") == "504")
+        #expect(response.ended)
+        #expect(!h.upstreams[0].isActive)
+    }
+
+    @Test func anInterimAnswerIsDroppedAndTheFinalOneRelayed() throws {
+        let h = try StreamHarness()
+        try h.request()
+        _ = try h.sentUpstream()
+        try h.answer("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        let response = try h.response()
+        #expect(response.headers.map { $0.first(name: ":status") } == ["200"])
+        #expect(response.body == "ok")
+        #expect(response.ended)
+    }
+
+    @Test func aPooledConnectionClosedByTheBackendIsRetriedOnAFreshOne() throws {
+        let h = try StreamHarness()
+        try h.request()
+        _ = try h.sentUpstream()
+        try h.answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        _ = try h.response()
+        // A second stream on the same loop reuses the pooled connection, which the backend closes.
+        let second = EmbeddedChannel(handler: HTTP2StreamRouter(environment: h.environment), loop: h.loop)
+        try second.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 40_000)).wait()
+        let headers = HPACKHeaders([(":method", "GET"), (":scheme", "http"), (":path", "/b"), (":authority", "p")])
+        try second.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true)))
+        h.loop.run()
+        #expect(try h.sentUpstream(0).hasPrefix("GET /b HTTP/1.1\r\n"))
+        try h.upstreams[0].close().wait()
+        h.loop.run()
+        #expect(h.upstreams.count == 2)
+        #expect(try h.sentUpstream(1).hasPrefix("GET /b HTTP/1.1\r\n"))
+        try h.answer("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes", on: 1)
+        var body = ""
+        var status: String?
+        while let payload = try second.readOutbound(as: HTTP2Frame.FramePayload.self) {
+            if case .headers(let block) = payload { status = block.headers.first(name: ":status") }
+            if case .data(let data) = payload, case .byteBuffer(let bytes) = data.data { body += String(buffer: bytes) }
+        }
+        #expect(status == "200")
+        #expect(body == "yes")
+    }
+
     @Test func aBackendThatClosesMidBodyResetsTheStream() throws {
         let h = try StreamHarness()
         try h.request()
