@@ -65,6 +65,43 @@ public struct HTTP1BodyFramer: Sendable, Equatable {
     /// Whether the body ends only when the connection closes.
     public var isUntilClose: Bool { state == .untilClose }
 
+    /// As ``consume(_:)``, and also says which of the bytes are the body's content: `payload` gets
+    /// each range (relative to `bytes`) that is data, not chunked framing (chunk sizes, extensions,
+    /// CRLFs, trailers). For a length- or close-delimited body that is all of the bytes taken. An
+    /// HTTP/2 stream carries the content alone, so a chunked backend response is decoded with this.
+    public mutating func consumeDecoding(
+        _ bytes: UnsafeRawBufferPointer,
+        payload: (Range<Int>) -> Void
+    ) throws(Error) -> Int {
+        switch state {
+        case .done:
+            return 0
+        case .length, .untilClose:
+            let taken = try consume(bytes)
+            if taken > 0 { payload(0..<taken) }
+            return taken
+        default:
+            break
+        }
+        var i = 0
+        let n = bytes.count
+        while i < n {
+            switch state {
+            case .done:
+                return i
+            case .chunkData(let remaining):
+                let take = UInt64(n - i) < remaining ? n - i : Int(remaining)
+                _ = try consume(UnsafeRawBufferPointer(rebasing: bytes[i..<(i + take)]))
+                payload(i..<(i + take))
+                i += take
+            default:
+                // Framing: a byte at a time, so that data is seen where it starts.
+                i += try consume(UnsafeRawBufferPointer(rebasing: bytes[i..<(i + 1)]))
+            }
+        }
+        return i
+    }
+
     /// Takes `bytes` following what was consumed before: returns how many of them belong to the
     /// message (all of them unless it ended within them).
     public mutating func consume(_ bytes: UnsafeRawBufferPointer) throws(Error) -> Int {

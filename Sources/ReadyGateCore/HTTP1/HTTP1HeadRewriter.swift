@@ -7,7 +7,7 @@ import NIOCore
 /// `X-Forwarded-*` and `Forwarded` (RFC 7239) extended, and the framing chosen for each side.
 public enum HTTP1HeadRewriter {
     /// Whether a field does not cross the proxy: hop-by-hop, or named by a `Connection` token.
-    static func isRemoved(_ field: HTTP1Head.Field, in head: HTTP1Head, _ p: UnsafeRawBufferPointer) -> Bool {
+    public static func isRemoved(_ field: HTTP1Head.Field, in head: HTTP1Head, _ p: UnsafeRawBufferPointer) -> Bool {
         if field.kind.isHopByHop { return true }
         if head.connectionTokens.isEmpty || field.kind == .host || field.kind == .contentLength { return false }
         for token in head.connectionTokens where HTTP1HeadParser.equalsIgnoringCase(p, token, field.name) {

@@ -13,6 +13,8 @@ import ReadyGateCore
 ///   as the adapter between DATA frames and the WebSocket bytes the relay handlers work on: DATA in
 ///   is bytes read, END_STREAM in is the client's half-close (`ChannelEvent.inputClosed`); bytes
 ///   written are DATA out, a close of the output is an empty DATA with END_STREAM.
+/// - a plain request without a body that the fast path takes becomes an ``HTTP2FastExchange``: the
+///   router stays, the stream's only handler, and hands the exchange the stream's events;
 /// - any other request gets NIOHTTP2's HTTP/1 codec and an ``HTTPEntryHandler``, as a request on
 ///   an HTTP/1.1 connection would (one request per stream), and the router leaves.
 ///
@@ -33,6 +35,8 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
         case sessionPending(WebSocketSession, early: [ByteBuffer], ended: Bool)
         /// The stream carries WebSocket bytes.
         case bytes
+        /// A plain request on the fast path.
+        case fast(HTTP2FastExchange)
         /// Answered with an HTTP error, or a plain request's handlers took over.
         case done
     }
@@ -50,7 +54,21 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         // A session still waiting for its answer is let go of with the stream.
+        if case .fast(let exchange) = state { exchange.clientGone() }
         state = .done
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .fast(let exchange) = state {
+            state = .done
+            exchange.clientGone()
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .fast(let exchange) = state { exchange.clientWritabilityChanged(context.channel.isWritable) }
+        context.fireChannelWritabilityChanged()
     }
 
     // MARK: Inbound
@@ -79,6 +97,13 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// NIOHTTP2 reports a RST_STREAM as this error, before the stream channel goes inactive (the
     /// session then ends as on a client that left).
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case .fast(let exchange) = state {
+            // As on the NIO path, a plain request's reset is not counted: the exchange is abandoned.
+            state = .done
+            exchange.clientGone()
+            if !(error is NIOHTTP2Errors.StreamClosed) { context.close(promise: nil) }
+            return
+        }
         if let closed = error as? NIOHTTP2Errors.StreamClosed, !closing {
             environment.metrics.http2StreamReset()
             environment.logger.info(
@@ -97,16 +122,26 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
         case .awaitingHeaders: return "request"
         case .sessionPending: return "handshake"
         case .bytes: return "websocket"
-        case .done: return "response"
+        case .done, .fast: return "response"
         }
     }
 
     private func route(_ headers: HTTP2Frame.FramePayload.Headers, context: ChannelHandlerContext, data: NIOAny) {
-        let fields = headers.headers.map { (name: $0.name, value: $0.value) }
-        guard ExtendedConnect.isExtendedConnect(fields) else {
-            startPlainRequest(context: context, data: data)
+        guard headers.headers.contains(name: ":protocol") else {
+            if let exchange = HTTP2FastExchange(
+                headers: headers,
+                router: self,
+                context: context,
+                environment: environment
+            ) {
+                state = .fast(exchange)
+                exchange.start()
+            } else {
+                startPlainRequest(context: context, data: data)
+            }
             return
         }
+        let fields = headers.headers.map { (name: $0.name, value: $0.value) }
         switch ExtendedConnect.validate(fields, endStream: headers.endStream) {
         case .failure(let rejection):
             let path = fields.first { $0.name == ":path" }?.value ?? "-"
@@ -175,8 +210,11 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
             closeStream(context: context)
             return
         }
-        context.fireChannelRead(data)
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        // The router leaves first, then the stream's first handler (the codec) gets the HEADERS: an
+        // answer written at once (a failed connect on an `EmbeddedEventLoop`) does not pass the router.
+        let pipeline = context.pipeline
+        pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        pipeline.syncOperations.fireChannelRead(data)
     }
 
     // MARK: Answers (the responder's)
@@ -233,7 +271,7 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
         switch state {
         case .bytes, .sessionPending:
             context.eventLoop.assumeIsolated().execute { context.read() }
-        case .awaitingHeaders, .done:
+        case .awaitingHeaders, .done, .fast:
             context.read()
         }
     }

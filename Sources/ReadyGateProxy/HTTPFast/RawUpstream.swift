@@ -13,7 +13,7 @@ final class RawUpstreamHandler: ChannelDuplexHandler, PooledBackendConnection {
 
     private weak var pool: RawUpstreamPool?
     private var context: ChannelHandlerContext?
-    private(set) var owner: FastHTTP1Handler?
+    private(set) var owner: (any RawUpstreamOwner)?
     private var pendingRead = false
     private var needsFlush = false
     var idleSince = NIODeadline.now()
@@ -28,7 +28,7 @@ final class RawUpstreamHandler: ChannelDuplexHandler, PooledBackendConnection {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
-    func attach(_ owner: FastHTTP1Handler) { self.owner = owner }
+    func attach(_ owner: any RawUpstreamOwner) { self.owner = owner }
 
     func detach() {
         owner = nil
@@ -101,6 +101,20 @@ final class RawUpstreamHandler: ChannelDuplexHandler, PooledBackendConnection {
 
 @available(*, unavailable)
 extension RawUpstreamHandler: Sendable {}
+
+/// What a ``RawUpstreamHandler`` hands its reads and events to while an exchange runs: an HTTP/1.1
+/// client's ``FastHTTP1Handler``, or an HTTP/2 stream's ``HTTP2FastExchange``.
+protocol RawUpstreamOwner: AnyObject {
+    /// Whether the client side takes more bytes now (the backend is not read while it does not).
+    var clientIsWritable: Bool { get }
+    func upstreamRead(_ data: ByteBuffer, from connection: RawUpstreamHandler)
+    func upstreamReadComplete()
+    func upstreamWritabilityChanged(_ isWritable: Bool)
+    func upstreamError(_ error: any Error)
+    func upstreamInactive(_ connection: RawUpstreamHandler)
+}
+
+extension FastHTTP1Handler: RawUpstreamOwner {}
 
 /// The fast path's pool: the same rules as ``UpstreamPool`` for connections without a codec.
 typealias RawUpstreamPool = BackendPool<RawUpstreamHandler>
