@@ -46,8 +46,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     private var pendingRead = false
     private var inputClosed = false
     private var registered = false
-    private var headDeadline: RequestHeadDeadline
-    private var headTimer: (task: Scheduled<Void>, at: NIODeadline)?
+    private var headTimer: RequestHeadTimer
 
     // The exchange.
     private var machine = HTTPExchangeStateMachine()
@@ -76,10 +75,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         self.environment = environment
         let settings = environment.settings
         responseTimeout = .milliseconds(Int64(settings.httpResponseTimeoutMs))
-        headDeadline = RequestHeadDeadline(
-            idleTimeout: .milliseconds(Int64(settings.httpIdleTimeoutMs)),
-            headerTimeout: .milliseconds(Int64(settings.httpHeaderTimeoutMs))
-        )
+        headTimer = RequestHeadTimer(settings: settings)
     }
 
     var clientIsWritable: Bool { context?.channel.isWritable ?? false }
@@ -105,11 +101,11 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         guard !registered else { return }
         registered = true
         environment.httpConnections.add(self, on: context.eventLoop)
-        awaitHead(context: context)
+        headTimer.awaitHead(context: context, check: headCheck)
     }
 
     private func connectionLeft() {
-        cancelHeadTimer()
+        headTimer.cancel()
         // The exchange timer outlives exchanges (it is re-armed lazily): it must not keep a closed
         // connection's handler alive until it fires.
         cancelTimeout()
@@ -179,8 +175,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         case .awaitingHead:
             // Bytes were read and no head came of them: a head has begun. (Also when this handler
             // saw none of them: the HTTP/2 preface sniffer in front holds a partial preface.)
-            headDeadline.bytesArrived(now: context.eventLoop.now)
-            armHeadTimer(context: context)
+            headTimer.bytesArrived(context: context, check: headCheck)
         case .request, .awaitingResponse:
             upstream?.flush()
         case .done:
@@ -262,7 +257,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func startExchange(_ head: HTTP1Head, context: ChannelHandlerContext) {
         guard var bytes = inbound else { return }
-        headDeadline.headReceived()
+        headTimer.headReceived()
         let identity =
             forwardedIdentity
             ?? ForwardedMessage.forwardedIdentity(
@@ -592,13 +587,12 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         context.flush()
         phase = .awaitingHead
-        awaitHead(context: context)
+        headTimer.awaitHead(context: context, check: headCheck)
         takeRequests(context: context)
         if phase == .awaitingHead, let inbound, inbound.readableBytes > 0 {
             // The start of a pipelined head was read with the last request: the header timeout runs
             // for it (the NIO path can only give it the idle timeout, docs/fuzzing.md "Open").
-            headDeadline.bytesArrived(now: context.eventLoop.now)
-            armHeadTimer(context: context)
+            headTimer.bytesArrived(context: context, check: headCheck)
         }
         if phase == .awaitingHead, inputClosed, (inbound?.readableBytes ?? 0) == 0 {
             phase = .done
@@ -744,12 +738,8 @@ extension FastHTTP1Handler: ShutdownParticipant {
         guard let context else { return }
         switch phase {
         case .awaitingHead, .request, .awaitingResponse:
-            environment.logger.warning(
-                "http_connection_ended_by_shutdown",
-                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")"]
-            )
             phase = .done
-            context.close(promise: nil)
+            closeCutOffByShutdown(context: context, logger: environment.logger)
         case .done:
             break
         }
@@ -759,56 +749,18 @@ extension FastHTTP1Handler: ShutdownParticipant {
 // MARK: Waiting for a request head
 
 extension FastHTTP1Handler {
-    private func awaitHead(context: ChannelHandlerContext) {
-        headDeadline.awaitHead(now: context.eventLoop.now)
-        armHeadTimer(context: context)
-    }
-
-    private func armHeadTimer(context: ChannelHandlerContext) {
-        guard let deadline = headDeadline.deadline else { return }
-        if let pending = headTimer {
-            if pending.at <= deadline { return }
-            pending.task.cancel()
-        }
-        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            headTimerFired()
-        }
-        headTimer = (task, deadline)
-    }
-
-    private func cancelHeadTimer() {
-        headTimer?.task.cancel()
-        headTimer = nil
-    }
+    /// What the head timer runs when it fires.
+    private var headCheck: () -> Void { { [self] in headTimerFired() } }
 
     private func headTimerFired() {
-        headTimer = nil
-        guard let context, phase == .awaitingHead else { return }
-        switch headDeadline.verdict(now: context.eventLoop.now) {
-        case nil:
-            return
-        case .wait:
-            armHeadTimer(context: context)
-        case .idle:
-            phase = .done
-            environment.logger.debug(
-                "client_idle_timeout",
-                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")"]
-            )
-            context.close(promise: nil)
-        case .headTooSlow:
-            phase = .done
-            environment.logger.warning(
-                "request_head_timeout",
-                metadata: [
-                    "status": "408", "timeout_ms": "\(environment.settings.httpHeaderTimeoutMs)",
-                    "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
-                ]
-            )
-            respond(
-                status: .requestTimeout,
-                body: "request head not complete within \(environment.settings.httpHeaderTimeoutMs) ms\n"
-            )
+        headTimer.fired()
+        guard let context, phase == .awaitingHead,
+            let expiry = headTimer.expiry(context: context, logger: environment.logger, check: headCheck)
+        else { return }
+        phase = .done
+        switch expiry {
+        case .idle: context.close(promise: nil)
+        case .headTooSlow: respond(status: .requestTimeout, body: headTimer.timeoutMessage)
         }
     }
 }

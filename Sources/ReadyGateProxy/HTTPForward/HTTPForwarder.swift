@@ -173,7 +173,7 @@ final class HTTPForwarder {
 
     // MARK: Backend side (called by the upstream handler)
 
-    func upstreamRead(_ part: HTTPClientResponsePart) {
+    func upstreamRead(_ part: HTTPClientResponsePart, from _: UpstreamHTTPHandler) {
         switch part {
         case .head(let head):
             let answer = ForwardedMessage.clientResponseHead(
@@ -408,6 +408,15 @@ extension HTTPExchangeStateMachine.Failure {
         case .requestTimedOut: "http_request_timeout"
         }
     }
+}
+
+/// The last handler of a pooled backend connection behind NIO's HTTP/1.1 client codec, serving an
+/// ``HTTPForwarder``.
+typealias UpstreamHTTPHandler = BackendConnectionHandler<HTTPForwarder>
+
+extension HTTPForwarder: BackendExchange {
+    typealias Response = HTTPClientResponsePart
+    typealias Request = HTTPClientRequestPart
 }
 
 @available(*, unavailable)

@@ -121,8 +121,8 @@ extension BackendPool {
     static func tcpConnector(
         target: UpstreamTarget,
         connectTimeout: TimeAmount,
-        tls: UpstreamTLS?,
-        tlsFailures: TLSHandshakeFailures?,
+        tls: UpstreamTLS? = nil,
+        tlsFailures: TLSHandshakeFailures? = nil,
         codec: @escaping @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void
     ) -> Connector {
         { eventLoop, handler in
@@ -152,20 +152,13 @@ extension BackendPool {
 }
 
 extension BackendPool where Connection == UpstreamHTTPHandler {
-    /// The connector `readygate serve` uses: TCP (or TLS) to the configured backend with NIO's
-    /// HTTP/1.1 client codec. Framing headers are set by ``ForwardedMessage``, not by the encoder.
-    static func tcpConnector(
-        target: UpstreamTarget,
-        connectTimeout: TimeAmount,
-        tls: UpstreamTLS? = nil,
-        tlsFailures: TLSHandshakeFailures? = nil
-    ) -> Connector {
-        tcpConnector(target: target, connectTimeout: connectTimeout, tls: tls, tlsFailures: tlsFailures) { sync in
-            var configuration = HTTPRequestEncoder.Configuration()
-            configuration.automaticallySetFramingHeaders = false
-            try sync.addHandler(HTTPRequestEncoder(configuration: configuration))
-            try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
-        }
+    /// NIO's HTTP/1.1 client codec, between TLS and the handler. Framing headers are set by
+    /// ``ForwardedMessage``, not by the encoder.
+    static func addHTTP1Codec(to sync: ChannelPipeline.SynchronousOperations) throws {
+        var configuration = HTTPRequestEncoder.Configuration()
+        configuration.automaticallySetFramingHeaders = false
+        try sync.addHandler(HTTPRequestEncoder(configuration: configuration))
+        try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
     }
 }
 
@@ -195,12 +188,13 @@ final class UpstreamPools: Sendable {
     ) {
         if makeConnector == nil && makeRawConnector == nil {
             self.makeRawConnector = { settings in
+                // Nothing but the raw handler after TLS.
                 RawUpstreamPool.tcpConnector(
                     target: settings.upstream,
                     connectTimeout: .milliseconds(Int64(settings.httpResponseTimeoutMs)),
                     tls: upstreamTLS,
                     tlsFailures: upstreamFailures
-                )
+                ) { _ in }
             }
         } else {
             self.makeRawConnector = makeRawConnector
@@ -211,7 +205,8 @@ final class UpstreamPools: Sendable {
                     target: settings.upstream,
                     connectTimeout: .milliseconds(Int64(settings.httpResponseTimeoutMs)),
                     tls: upstreamTLS,
-                    tlsFailures: upstreamFailures
+                    tlsFailures: upstreamFailures,
+                    codec: { try UpstreamPool.addHTTP1Codec(to: $0) }
                 )
             }
     }

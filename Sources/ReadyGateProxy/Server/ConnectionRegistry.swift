@@ -1,3 +1,4 @@
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -9,6 +10,18 @@ protocol ShutdownParticipant: AnyObject {
     func drain()
     /// The drain time is over: a session closes with `1001 going away`, an HTTP connection at once.
     func endNow()
+}
+
+extension ShutdownParticipant {
+    /// `endNow()` of an HTTP connection that still has a request, or its answer, in flight: logged,
+    /// and closed at once.
+    func closeCutOffByShutdown(context: ChannelHandlerContext, logger: Logger) {
+        logger.warning(
+            "http_connection_ended_by_shutdown",
+            metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")"]
+        )
+        context.close(promise: nil)
+    }
 }
 
 /// The live connections of one kind, so that shutting down can end each (DESIGN §2) and wait for

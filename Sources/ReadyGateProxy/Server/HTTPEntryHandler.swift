@@ -47,19 +47,13 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A request pipelined behind the one in flight did not parse. It is answered `400` when the
     /// requests before it have been answered (RFC 9112 §9.3.2: responses in request order).
     private var pipelinedError: HTTPParserError?
-    private var headDeadline: RequestHeadDeadline
-    /// The pending check of `headDeadline`, and when it fires.
-    private var headTimer: (task: Scheduled<Void>, at: NIODeadline)?
+    private var headTimer: RequestHeadTimer
     /// In `environment.httpConnections`, so that a shutdown can close this connection.
     private var registered = false
 
     init(environment: ProxyEnvironment) {
         self.environment = environment
-        let settings = environment.settings
-        headDeadline = RequestHeadDeadline(
-            idleTimeout: .milliseconds(Int64(settings.httpIdleTimeoutMs)),
-            headerTimeout: .milliseconds(Int64(settings.httpHeaderTimeoutMs))
-        )
+        headTimer = RequestHeadTimer(settings: environment.settings)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -82,12 +76,12 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func connectionOpened(context: ChannelHandlerContext) {
         registered = true
         environment.httpConnections.add(self, on: context.eventLoop)
-        awaitHead(context: context)
+        headTimer.awaitHead(context: context, check: headCheck)
     }
 
     /// The connection closed, or a WebSocket session took it over (it registers itself).
     private func connectionLeft() {
-        cancelHeadTimer()
+        headTimer.cancel()
         if registered {
             registered = false
             environment.httpConnections.remove(self)
@@ -143,8 +137,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
             forwarder?.clientReadComplete()
         case .idle:
             // Bytes were read and no head came of them: a head has begun.
-            headDeadline.bytesArrived(now: context.eventLoop.now)
-            armHeadTimer(context: context)
+            headTimer.bytesArrived(context: context, check: headCheck)
         case .upgradeRequested, .upgrading, .done:
             break
         }
@@ -243,7 +236,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         state = .idle
-        awaitHead(context: context)
+        headTimer.awaitHead(context: context, check: headCheck)
         draining = true
         while let part = queued.popFirst() {
             route(part, context: context)
@@ -337,7 +330,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        headDeadline.headReceived()
+        headTimer.headReceived()
         if let problem = ForwardedMessage.hostProblem(head) {
             reject(head, status: .badRequest, reason: problem, context: context)
             return
@@ -448,7 +441,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
         )
         if keepAlive {
             state = .idle
-            awaitHead(context: context)
+            headTimer.awaitHead(context: context, check: headCheck)
         } else {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
@@ -479,12 +472,8 @@ extension HTTPEntryHandler: ShutdownParticipant {
         guard let context else { return }
         switch state {
         case .idle, .forwarding:
-            environment.logger.warning(
-                "http_connection_ended_by_shutdown",
-                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")"]
-            )
             state = .done
-            context.close(promise: nil)
+            closeCutOffByShutdown(context: context, logger: environment.logger)
         case .upgradeRequested, .upgrading, .done:
             break
         }
@@ -494,61 +483,20 @@ extension HTTPEntryHandler: ShutdownParticipant {
 // MARK: Waiting for a request head
 
 extension HTTPEntryHandler {
-    /// The connection is new or its last response is complete: the idle timeout runs.
-    private func awaitHead(context: ChannelHandlerContext) {
-        headDeadline.awaitHead(now: context.eventLoop.now)
-        armHeadTimer(context: context)
-    }
-
-    /// Makes sure a check is due no later than the deadline. A check due earlier is left alone: it
-    /// re-arms itself for the real deadline when it fires.
-    private func armHeadTimer(context: ChannelHandlerContext) {
-        guard let deadline = headDeadline.deadline else { return }
-        if let pending = headTimer {
-            if pending.at <= deadline { return }
-            pending.task.cancel()
-        }
-        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            headTimerFired()
-        }
-        headTimer = (task, deadline)
-    }
-
-    private func cancelHeadTimer() {
-        headTimer?.task.cancel()
-        headTimer = nil
-    }
+    /// What the head timer runs when it fires.
+    private var headCheck: () -> Void { { [self] in headTimerFired() } }
 
     private func headTimerFired() {
-        headTimer = nil
-        guard let context, case .idle = state else { return }
-        switch headDeadline.verdict(now: context.eventLoop.now) {
-        case nil:
-            return
-        case .wait:
-            armHeadTimer(context: context)
+        headTimer.fired()
+        guard let context, case .idle = state,
+            let expiry = headTimer.expiry(context: context, logger: environment.logger, check: headCheck)
+        else { return }
+        state = .done
+        switch expiry {
         case .idle:
-            state = .done
-            environment.logger.debug(
-                "client_idle_timeout",
-                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "-")"]
-            )
             context.close(promise: nil)
         case .headTooSlow:
-            state = .done
-            environment.logger.warning(
-                "request_head_timeout",
-                metadata: [
-                    "status": "408", "timeout_ms": "\(environment.settings.httpHeaderTimeoutMs)",
-                    "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")",
-                ]
-            )
-            respond(
-                context: context,
-                status: .requestTimeout,
-                body: "request head not complete within \(environment.settings.httpHeaderTimeoutMs) ms\n",
-                keepAlive: false
-            )
+            respond(context: context, status: .requestTimeout, body: headTimer.timeoutMessage, keepAlive: false)
         }
     }
 }
