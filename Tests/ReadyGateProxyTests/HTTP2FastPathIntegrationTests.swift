@@ -49,4 +49,63 @@ struct HTTP2FastPathIntegrationTests {
         try await proxy.stop()
         try await backend.close()
     }
+
+    /// The client resets a plain request's stream while its backend has not answered: counted in
+    /// `readygate_http2_stream_resets_total` on the fast path (no body) and on the NIO-codec path
+    /// (a body); the connection serves on and a completed request counts nothing.
+    @Test(arguments: [false, true])
+    func aClientResetOfAPlainRequestIsCounted(withBody: Bool) async throws {
+        let backend = try await HTTPTestBackend.start()
+        let proxy = try await ProxyFixture.start(upstreamPort: backend.port)
+        let connection = try await H2TestConnection.connect(port: proxy.port)
+        let stream = try await connection.openStream()
+        try await stream.executeThenClose { _, outbound in
+            let headers = HPACKHeaders([
+                (":method", withBody ? "POST" : "GET"), (":scheme", "http"), (":path", "/never"),
+                (":authority", "proxy.test"),
+            ])
+            try await outbound.write(.headers(.init(headers: headers, endStream: !withBody)))
+            if withBody {
+                try await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer(string: "body")), endStream: true)))
+            }
+            try await backend.waitUntil { $0.requests == 1 }
+        }  // Leaving closes the open stream: RST_STREAM (CANCEL).
+        try await waitForResets(1, proxy: proxy)
+        #expect(try await connection.request(path: "/").text == "hello")
+        #expect(resets(proxy) == 1)
+        await connection.close()
+        try await proxy.stop()
+        try await backend.close()
+    }
+
+    /// A backend that breaks off mid-body: the proxy resets the client's stream itself, which is
+    /// not the client's reset and is not counted.
+    @Test func aResetByTheProxyIsNotCounted() async throws {
+        let backend = try await ScriptedBackend { _, connection in
+            _ = try await connection.readHead()
+            try await connection.write("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+            try await connection.drop()
+        }
+        let proxy = try await ProxyFixture.start(upstreamPort: backend.port)
+        let connection = try await H2TestConnection.connect(port: proxy.port)
+        let cut = try await connection.request(path: "/cut")
+        #expect(cut.reset, "the client sees its stream reset")
+        #expect(cut.body.readableBytes == 9)
+        #expect(resets(proxy) == 0)
+        await connection.close()
+        try await proxy.stop()
+        await backend.close()
+    }
+
+    private func resets(_ proxy: ProxyFixture) -> Int {
+        let text = String(decoding: proxy.server.environment.metrics.registry.emitToBuffer(), as: UTF8.self)
+        let line = text.split(separator: "\n").first { $0.hasPrefix("readygate_http2_stream_resets_total ") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+    }
+
+    private func waitForResets(_ count: Int, proxy: ProxyFixture) async throws {
+        try await withTimeout(seconds: 10) {
+            while resets(proxy) < count { try await Task.sleep(for: .milliseconds(5)) }
+        }
+    }
 }

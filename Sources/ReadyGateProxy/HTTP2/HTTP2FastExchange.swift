@@ -462,7 +462,11 @@ final class HTTP2FastExchange: RawUpstreamOwner {
     /// The response cannot be completed: the stream is reset (a client on HTTP/1.1 would see the
     /// connection close).
     private func resetStream() {
-        context.close(promise: nil)
+        if let router {
+            router.closeStream(context: context)
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     private func abandonUpstream() {

@@ -95,26 +95,37 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// NIOHTTP2 reports a RST_STREAM as this error, before the stream channel goes inactive (the
-    /// session then ends as on a client that left).
+    /// session then ends as on a client that left). A reset the proxy sent itself (`closing`: it
+    /// closed the stream while open) is reported the same way and is not counted.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let closed = error as? NIOHTTP2Errors.StreamClosed, !closing {
+            Self.noteClientReset(closed, during: phase, context: context, environment: environment)
+        }
         if case .fast(let exchange) = state {
-            // As on the NIO path, a plain request's reset is not counted: the exchange is abandoned.
+            // The exchange is abandoned; its backend connection closes.
             state = .done
             exchange.clientGone()
             if !(error is NIOHTTP2Errors.StreamClosed) { context.close(promise: nil) }
             return
         }
-        if let closed = error as? NIOHTTP2Errors.StreamClosed, !closing {
-            environment.metrics.http2StreamReset()
-            environment.logger.info(
-                "http2_stream_reset",
-                metadata: [
-                    "stream": "\(closed.streamID)", "error_code": "\(closed.errorCode)", "during": "\(phase)",
-                    "client": "\(context.channel.parent?.remoteAddress?.ipAddress ?? "-")",
-                ]
-            )
-        }
         context.fireErrorCaught(error)
+    }
+
+    /// Counts and logs a RST_STREAM from the client.
+    static func noteClientReset(
+        _ closed: NIOHTTP2Errors.StreamClosed,
+        during phase: String,
+        context: ChannelHandlerContext,
+        environment: ProxyEnvironment
+    ) {
+        environment.metrics.http2StreamReset()
+        environment.logger.info(
+            "http2_stream_reset",
+            metadata: [
+                "stream": "\(closed.streamID)", "error_code": "\(closed.errorCode)", "during": "\(phase)",
+                "client": "\(context.channel.parent?.remoteAddress?.ipAddress ?? "-")",
+            ]
+        )
     }
 
     private var phase: String {
@@ -202,7 +213,10 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
         state = .done
         do {
             try context.pipeline.syncOperations.addHandlers(
-                [HTTP2FramePayloadToHTTP1ServerCodec(), HTTPEntryHandler(environment: environment)],
+                [
+                    HTTP2ResetWatch(environment: environment), HTTP2FramePayloadToHTTP1ServerCodec(),
+                    HTTPEntryHandler(environment: environment),
+                ],
                 position: .after(context.handler)
             )
         } catch {
@@ -256,7 +270,9 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
         done.futureResult.assumeIsolated().whenComplete { [self] _ in closeStream(context: context) }
     }
 
-    private func closeStream(context: ChannelHandlerContext) {
+    /// Closes (resets, while it is open) the stream: the router's own answers, and the fast
+    /// exchange's reset when its response cannot be completed.
+    func closeStream(context: ChannelHandlerContext) {
         closing = true
         context.close(promise: nil)
     }
@@ -323,3 +339,43 @@ final class HTTP2StreamRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
 @available(*, unavailable)
 extension HTTP2StreamRouter: Sendable {}
+
+/// The first handler of a plain request's stream on the NIO-codec path (the router has left):
+/// counts and logs the client's RST_STREAM as the router does, but not the reset NIOHTTP2 sends
+/// when the proxy closes the stream while it is open (every close passes this handler, the one
+/// nearest the stream's head).
+final class HTTP2ResetWatch: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias InboundOut = HTTP2Frame.FramePayload
+    typealias OutboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    private let environment: ProxyEnvironment
+    private var closing = false
+    private var responseStarted = false
+
+    init(environment: ProxyEnvironment) {
+        self.environment = environment
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let closed = error as? NIOHTTP2Errors.StreamClosed, !closing {
+            let phase = responseStarted ? "response" : "request"
+            HTTP2StreamRouter.noteClientReset(closed, during: phase, context: context, environment: environment)
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .headers = unwrapOutboundIn(data) { responseStarted = true }
+        context.write(data, promise: promise)
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        closing = true
+        context.close(mode: mode, promise: promise)
+    }
+}
+
+@available(*, unavailable)
+extension HTTP2ResetWatch: Sendable {}
