@@ -26,20 +26,18 @@ final class HTTP2FastExchange: RawUpstreamOwner {
     private let context: ChannelHandlerContext
     private weak var router: HTTP2StreamRouter?
     private let pool: RawUpstreamPool
-    private let responseTimeout: TimeAmount
     /// The backend's head of the request (kept for a retry and for log lines).
     private let upstreamHead: ByteBuffer
     private let requestIsHEAD: Bool
 
-    private var machine = HTTPExchangeStateMachine()
-    private var upstream: RawUpstreamHandler?
+    var machine = HTTPExchangeStateMachine()
+    private(set) var upstream: RawUpstreamHandler?
     /// The response head read so far.
     private var responseInbound: ByteBuffer?
     private var responseHeadDone = false
     private var responseFramer = HTTP1BodyFramer(.none)
     private var clientNeedsFlush = false
-    private var timeout: Scheduled<Void>?
-    private var lastProgress: NIODeadline
+    var exchangeTimer: ExchangeTimer
     private var lastUpstreamError: (any Error)?
 
     /// The exchange for a request's HEADERS, or nil when the request takes the NIO path.
@@ -70,9 +68,11 @@ final class HTTP2FastExchange: RawUpstreamOwner {
         self.router = router
         self.upstreamHead = out
         self.requestIsHEAD = isHEAD
-        self.responseTimeout = .milliseconds(Int64(environment.settings.httpResponseTimeoutMs))
+        self.exchangeTimer = ExchangeTimer(
+            limit: .milliseconds(Int64(environment.settings.httpResponseTimeoutMs)),
+            lastProgress: context.eventLoop.now
+        )
         self.pool = environment.httpPools.rawPool(for: context.eventLoop, settings: environment.settings)
-        self.lastProgress = context.eventLoop.now
     }
 
     // MARK: The request
@@ -159,18 +159,7 @@ final class HTTP2FastExchange: RawUpstreamOwner {
         if case .write = machine.requestEnd() { upstream?.flush() }
     }
 
-    private func connectFresh(attempt: Int) {
-        pool.connect().assumeIsolated().whenComplete { [self] result in
-            switch result {
-            case .success(let connection):
-                connected(connection, attempt: attempt, reused: false)
-            case .failure(let error):
-                if let failure = machine.connectFailed(attempt: attempt) { fail(failure, reason: "\(error)") }
-            }
-        }
-    }
-
-    private func connected(_ connection: RawUpstreamHandler, attempt: Int?, reused: Bool) {
+    func connected(_ connection: RawUpstreamHandler, attempt: Int?, reused: Bool) {
         guard case .sendRequest = machine.connected(attempt: attempt, reused: reused, bufferedBodyBytes: 0) else {
             connection.close()
             return
@@ -179,8 +168,8 @@ final class HTTP2FastExchange: RawUpstreamOwner {
         connection.attach(self)
         connection.write(upstreamHead)
         if !reused || machine.requestEnded { connection.flush() }
-        lastProgress = context.eventLoop.now
-        armTimeout()
+        exchangeTimer.lastProgress = context.eventLoop.now
+        armExchangeTimer()
     }
 
     // MARK: The stream (from the router)
@@ -189,7 +178,7 @@ final class HTTP2FastExchange: RawUpstreamOwner {
 
     func clientWritabilityChanged(_ isWritable: Bool) {
         guard isWritable else { return }
-        lastProgress = context.eventLoop.now
+        exchangeTimer.lastProgress = context.eventLoop.now
         upstream?.resumeRead()
     }
 
@@ -234,7 +223,7 @@ final class HTTP2FastExchange: RawUpstreamOwner {
             writeData(last ?? ByteBuffer(), endStream: true)
             responseEnded(extraBytes: bytes.readableBytes > taken)
         } else if let last {
-            lastProgress = context.eventLoop.now
+            exchangeTimer.lastProgress = context.eventLoop.now
             writeData(last, endStream: false)
         }
     }
@@ -287,7 +276,7 @@ final class HTTP2FastExchange: RawUpstreamOwner {
                     )
                 else { return false }
                 environment.metrics.httpResponse(HTTPResponseStatus(statusCode: head.status), fromBackend: true)
-                lastProgress = context.eventLoop.now
+                exchangeTimer.lastProgress = context.eventLoop.now
                 responseHeadDone = true
                 responseFramer = HTTP1BodyFramer(framing)
                 clientNeedsFlush = true
@@ -358,29 +347,16 @@ final class HTTP2FastExchange: RawUpstreamOwner {
             return
         }
         let error = lastUpstreamError.map { "\($0)" }
-        switch machine.upstreamClosed() {
-        case .closeClient:
-            environment.logger.warning(
-                "http_upstream_closed_mid_response",
-                metadata: exchangeMetadata(["error": "\(error ?? "closed")"])
-            )
-            cancelTimeout()
-            resetStream()
-        case .retry(let attempt, _):
-            cancelTimeout()
-            environment.logger.debug("http_upstream_stale_retry", metadata: ["path": "\(requestLine().path)"])
-            responseInbound = nil
-            connectFresh(attempt: attempt)
-        case .fail(let failure):
-            fail(failure, reason: "backend closed the connection before answering: \(error ?? "EOF")")
-        case .ignore:
-            break
-        }
+        backendClosed(error: error)
+    }
+
+    func prepareRetry(resendEnd: Bool) {
+        responseInbound = nil
     }
 
     private func responseEnded(extraBytes: Bool) {
         guard case .finish(let poolConnection, _) = machine.responseEnd() else { return }
-        cancelTimeout()
+        cancelExchangeTimer()
         if let connection = upstream {
             upstream = nil
             connection.detach()
@@ -394,60 +370,11 @@ final class HTTP2FastExchange: RawUpstreamOwner {
         context.flush()
     }
 
-    // MARK: Timer
-
-    private func armTimeout() {
-        guard timeout == nil else { return }
-        scheduleTimeout(at: context.eventLoop.now + responseTimeout)
-    }
-
-    private func scheduleTimeout(at deadline: NIODeadline) {
-        timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            timeout = nil
-            timerFired()
-        }
-    }
-
-    private func timerFired() {
-        guard machine.state == .exchanging else { return }
-        let stalledAt = lastProgress + responseTimeout
-        if stalledAt > context.eventLoop.now {
-            scheduleTimeout(at: stalledAt)
-            return
-        }
-        switch machine.timedOut(attempt: machine.attempt, upstreamWritable: upstream?.isWritable ?? false) {
-        case .fail(let failure):
-            fail(
-                failure,
-                reason: failure == .requestTimedOut ? "no more of the request body in time" : "no response in time"
-            )
-        case .closeStalled:
-            environment.logger.warning(
-                "http_response_stalled",
-                metadata: exchangeMetadata(["timeout_ms": "\(responseTimeout.nanoseconds / 1_000_000)"])
-            )
-            abandonUpstream()
-            resetStream()
-        case .ignore:
-            break
-        }
-    }
-
-    private func cancelTimeout() {
-        timeout?.cancel()
-        timeout = nil
-    }
-
     // MARK: Ends
 
     /// A `502`/`504` of the proxy's own on this stream, as the NIO path writes it.
-    private func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
-        let status = HTTPResponseStatus(statusCode: failure.status)
-        environment.logger.warning(
-            failure.logEvent,
-            metadata: exchangeMetadata(["status": "\(status.code)", "reason": "\(reason)"])
-        )
-        abandonUpstream()
+    func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
+        let status = logFailureAndAbandon(failure, reason: reason)
         environment.metrics.httpResponse(status, fromBackend: false)
         guard let router else { return }
         router.respond(
@@ -469,8 +396,8 @@ final class HTTP2FastExchange: RawUpstreamOwner {
         }
     }
 
-    private func abandonUpstream() {
-        cancelTimeout()
+    func abandonUpstream() {
+        cancelExchangeTimer()
         responseInbound = nil
         if let connection = upstream {
             upstream = nil
@@ -478,20 +405,8 @@ final class HTTP2FastExchange: RawUpstreamOwner {
         }
     }
 
-    /// The method and target of the request, for log lines.
-    private func requestLine() -> (method: String, path: String) {
-        let view = upstreamHead.readableBytesView
-        guard let firstSpace = view.firstIndex(of: HTTP1HeadParser.sp),
-            let secondSpace = view[(firstSpace + 1)...].firstIndex(of: HTTP1HeadParser.sp)
-        else { return ("-", "-") }
-        return (
-            String(decoding: view[view.startIndex..<firstSpace], as: UTF8.self),
-            String(decoding: view[(firstSpace + 1)..<secondSpace], as: UTF8.self)
-        )
-    }
-
-    private func exchangeMetadata(_ extra: Logger.Metadata) -> Logger.Metadata {
-        let line = requestLine()
+    func exchangeMetadata(_ extra: Logger.Metadata) -> Logger.Metadata {
+        let line = upstreamHead.requestLineForLogs()
         var metadata: Logger.Metadata = [
             "method": "\(line.method)", "path": "\(line.path)",
             "client": "\(context.channel.remoteAddress?.ipAddress ?? "-")", "transport": "h2",
@@ -503,3 +418,16 @@ final class HTTP2FastExchange: RawUpstreamOwner {
 
 @available(*, unavailable)
 extension HTTP2FastExchange: Sendable {}
+
+extension HTTP2FastExchange: ExchangeDriver {
+    typealias Exchange = RawUpstreamExchange
+
+    var exchangeEventLoop: (any EventLoop)? { context.eventLoop }
+    var exchangePool: RawUpstreamPool? { pool }
+    var exchangeLogger: Logger { environment.logger }
+
+    func closeStalledExchange() {
+        abandonUpstream()
+        resetStream()
+    }
+}

@@ -38,7 +38,6 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     static let coalescedBodyLimit = 4096
 
     private let environment: ProxyEnvironment
-    private let responseTimeout: TimeAmount
     private var context: ChannelHandlerContext?
     private var phase = Phase.awaitingHead
     /// Bytes read and not yet used: a head in progress, or requests pipelined behind the one in flight.
@@ -49,9 +48,9 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     private var headTimer: RequestHeadTimer
 
     // The exchange.
-    private var machine = HTTPExchangeStateMachine()
+    var machine = HTTPExchangeStateMachine()
     private var pool: RawUpstreamPool?
-    private var upstream: RawUpstreamHandler?
+    private(set) var upstream: RawUpstreamHandler?
     private var forwardedIdentity: (forwardedFor: String, forwardedElement: String)?
     /// The backend's head of the request in flight (kept for a retry and for log lines).
     private var upstreamHead: ByteBuffer?
@@ -67,14 +66,13 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     private var responseFramer = HTTP1BodyFramer(.none)
     private var chunkEncode = false
     private var clientNeedsFlush = false
-    private var timeout: Scheduled<Void>?
-    private var lastProgress = NIODeadline.uptimeNanoseconds(0)
+    var exchangeTimer: ExchangeTimer
     private var lastUpstreamError: (any Error)?
 
     init(environment: ProxyEnvironment) {
         self.environment = environment
         let settings = environment.settings
-        responseTimeout = .milliseconds(Int64(settings.httpResponseTimeoutMs))
+        exchangeTimer = ExchangeTimer(limit: .milliseconds(Int64(settings.httpResponseTimeoutMs)))
         headTimer = RequestHeadTimer(settings: settings)
     }
 
@@ -108,7 +106,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         headTimer.cancel()
         // The exchange timer outlives exchanges (it is re-armed lazily): it must not keep a closed
         // connection's handler alive until it fires.
-        cancelTimeout()
+        cancelExchangeTimer()
         if registered {
             registered = false
             environment.httpConnections.remove(self)
@@ -186,7 +184,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            lastProgress = context.eventLoop.now
+            exchangeTimer.lastProgress = context.eventLoop.now
             upstream?.resumeRead()
         }
         context.fireChannelWritabilityChanged()
@@ -318,7 +316,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func sendBody(_ body: ByteBuffer) {
         guard let context else { return }
-        lastProgress = context.eventLoop.now
+        exchangeTimer.lastProgress = context.eventLoop.now
         switch machine.requestBody(byteCount: body.readableBytes) {
         case .write: upstream?.write(body)
         case .buffer:
@@ -331,23 +329,11 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     private func requestDone() {
         guard let context else { return }
         phase = .awaitingResponse
-        lastProgress = context.eventLoop.now
+        exchangeTimer.lastProgress = context.eventLoop.now
         if case .write = machine.requestEnd() { upstream?.flush() }
     }
 
-    private func connectFresh(attempt: Int) {
-        guard let pool else { return }
-        pool.connect().assumeIsolated().whenComplete { [self] result in
-            switch result {
-            case .success(let connection):
-                connected(connection, attempt: attempt, reused: false)
-            case .failure(let error):
-                if let failure = machine.connectFailed(attempt: attempt) { fail(failure, reason: "\(error)") }
-            }
-        }
-    }
-
-    private func connected(_ connection: RawUpstreamHandler, attempt: Int?, reused: Bool) {
+    func connected(_ connection: RawUpstreamHandler, attempt: Int?, reused: Bool) {
         let action = machine.connected(attempt: attempt, reused: reused, bufferedBodyBytes: bufferedBodyBytes)
         guard case .sendRequest = action, let upstreamHead, let context else {
             connection.close()
@@ -360,8 +346,8 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         for part in buffered { connection.write(part) }
         buffered.removeAll(keepingCapacity: true)
         if !reused || machine.requestEnded { connection.flush() }
-        lastProgress = context.eventLoop.now
-        armTimeout()
+        exchangeTimer.lastProgress = context.eventLoop.now
+        armExchangeTimer()
         if !machine.requestEnded { resumeReadIfAllowed() }
     }
 
@@ -462,7 +448,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
                         )
                     else { return }
                     environment.metrics.httpResponse(HTTPResponseStatus(statusCode: head.status), fromBackend: true)
-                    lastProgress = context.eventLoop.now
+                    exchangeTimer.lastProgress = context.eventLoop.now
                     responseHeadDone = true
                     responseFramer = HTTP1BodyFramer(plan.upstreamFraming)
                     chunkEncode = plan.chunkEncode
@@ -494,7 +480,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(head), promise: nil)
         }
         if taken > 0 {
-            lastProgress = context.eventLoop.now
+            exchangeTimer.lastProgress = context.eventLoop.now
             let body = bytes.readSlice(length: taken)!
             if chunkEncode {
                 var size = context.channel.allocator.buffer(capacity: 20)
@@ -522,7 +508,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func upstreamWritabilityChanged(_ isWritable: Bool) {
         guard isWritable, let context else { return }
-        lastProgress = context.eventLoop.now
+        exchangeTimer.lastProgress = context.eventLoop.now
         resumeReadIfAllowed()
     }
 
@@ -531,7 +517,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func upstreamInactive(_ connection: RawUpstreamHandler) {
-        guard connection === upstream, let context else { return }
+        guard connection === upstream, context != nil else { return }
         if responseHeadDone, responseFramer.isUntilClose, machine.state == .exchanging {
             // A body delimited by the close: it is complete.
             upstream = nil
@@ -540,25 +526,11 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         upstream = nil
         let error = lastUpstreamError.map { "\($0)" }
-        switch machine.upstreamClosed() {
-        case .closeClient:
-            environment.logger.warning(
-                "http_upstream_closed_mid_response",
-                metadata: exchangeMetadata(["error": "\(error ?? "closed")"])
-            )
-            cancelTimeout()
-            phase = .done
-            context.close(promise: nil)
-        case .retry(let attempt, _):
-            cancelTimeout()
-            environment.logger.debug("http_upstream_stale_retry", metadata: ["path": "\(requestLine().path)"])
-            responseInbound = nil
-            connectFresh(attempt: attempt)
-        case .fail(let failure):
-            fail(failure, reason: "backend closed the connection before answering: \(error ?? "EOF")")
-        case .ignore:
-            break
-        }
+        backendClosed(error: error)
+    }
+
+    func prepareRetry(resendEnd: Bool) {
+        responseInbound = nil
     }
 
     private func responseEnded(extraBytes: Bool) {
@@ -603,65 +575,10 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         resumeReadIfAllowed()
     }
 
-    // MARK: Timers
-
-    /// The exchange's timer bounds the time without progress (as ``HTTPForwarder``'s does). One
-    /// timer serves the connection's exchanges: it is not cancelled when a response ends, and when it
-    /// fires it checks the exchange then in flight against its last progress, so a keep-alive
-    /// request costs no scheduled task.
-    private func armTimeout() {
-        guard timeout == nil, let context else { return }
-        scheduleTimeout(at: context.eventLoop.now + responseTimeout)
-    }
-
-    private func scheduleTimeout(at deadline: NIODeadline) {
-        guard let context else { return }
-        timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            timeout = nil
-            exchangeTimerFired()
-        }
-    }
-
-    private func exchangeTimerFired() {
-        guard let context, machine.state == .exchanging else { return }
-        let stalledAt = lastProgress + responseTimeout
-        if stalledAt > context.eventLoop.now {
-            scheduleTimeout(at: stalledAt)
-            return
-        }
-        switch machine.timedOut(attempt: machine.attempt, upstreamWritable: upstream?.isWritable ?? false) {
-        case .fail(let failure):
-            fail(
-                failure,
-                reason: failure == .requestTimedOut ? "no more of the request body in time" : "no response in time"
-            )
-        case .closeStalled:
-            environment.logger.warning(
-                "http_response_stalled",
-                metadata: exchangeMetadata(["timeout_ms": "\(responseTimeout.nanoseconds / 1_000_000)"])
-            )
-            abandonUpstream()
-            phase = .done
-            context.close(promise: nil)
-        case .ignore:
-            break
-        }
-    }
-
-    private func cancelTimeout() {
-        timeout?.cancel()
-        timeout = nil
-    }
-
     // MARK: Answers of the proxy's own
 
-    private func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
-        let status = HTTPResponseStatus(statusCode: failure.status)
-        environment.logger.warning(
-            failure.logEvent,
-            metadata: exchangeMetadata(["status": "\(status.code)", "reason": "\(reason)"])
-        )
-        abandonUpstream()
+    func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
+        let status = logFailureAndAbandon(failure, reason: reason)
         phase = .done
         inbound = nil
         respond(status: status, body: "\(status.code) \(status.reasonPhrase): \(reason)\n")
@@ -682,8 +599,8 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func abandonUpstream() {
-        cancelTimeout()
+    func abandonUpstream() {
+        cancelExchangeTimer()
         buffered.removeAll()
         bufferedBodyBytes = 0
         responseInbound = nil
@@ -693,21 +610,9 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// The method and target of the request in flight, for log lines.
-    private func requestLine() -> (method: String, path: String) {
-        guard let head = upstreamHead else { return ("-", "-") }
-        let view = head.readableBytesView
-        guard let firstSpace = view.firstIndex(of: HTTP1HeadParser.sp),
-            let secondSpace = view[(firstSpace + 1)...].firstIndex(of: HTTP1HeadParser.sp)
-        else { return ("-", "-") }
-        return (
-            String(decoding: view[view.startIndex..<firstSpace], as: UTF8.self),
-            String(decoding: view[(firstSpace + 1)..<secondSpace], as: UTF8.self)
-        )
-    }
-
-    private func exchangeMetadata(_ extra: Logger.Metadata) -> Logger.Metadata {
-        let line = requestLine()
+    func exchangeMetadata(_ extra: Logger.Metadata) -> Logger.Metadata {
+        // The method and target of the request in flight.
+        let line = upstreamHead?.requestLineForLogs() ?? (method: "-", path: "-")
         var metadata: Logger.Metadata = [
             "method": "\(line.method)", "path": "\(line.path)",
             "client": "\(context?.channel.remoteAddress?.ipAddress ?? "-")",
@@ -767,3 +672,17 @@ extension FastHTTP1Handler {
 
 @available(*, unavailable)
 extension FastHTTP1Handler: Sendable {}
+
+extension FastHTTP1Handler: ExchangeDriver {
+    typealias Exchange = RawUpstreamExchange
+
+    var exchangeEventLoop: (any EventLoop)? { context?.eventLoop }
+    var exchangePool: RawUpstreamPool? { pool }
+    var exchangeLogger: Logger { environment.logger }
+
+    func closeStalledExchange() {
+        abandonUpstream()
+        phase = .done
+        context?.close(promise: nil)
+    }
+}

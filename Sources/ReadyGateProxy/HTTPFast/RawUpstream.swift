@@ -1,4 +1,5 @@
 import NIOCore
+import ReadyGateCore
 
 /// The only handler of a pooled backend connection on the plain-HTTP fast path: bytes in, bytes
 /// out, no codec, serving an HTTP/1.1 client's ``FastHTTP1Handler`` or an HTTP/2 stream's
@@ -43,3 +44,18 @@ extension FastHTTP1Handler: RawUpstreamOwner {}
 
 /// The fast path's pool: the same rules as ``UpstreamPool`` for connections without a codec.
 typealias RawUpstreamPool = BackendPool<RawUpstreamHandler>
+
+extension ByteBuffer {
+    /// The method and target of the HTTP/1.1 request head in these bytes, for log lines (`-` for
+    /// what is not there).
+    func requestLineForLogs() -> (method: String, path: String) {
+        let view = readableBytesView
+        guard let firstSpace = view.firstIndex(of: HTTP1HeadParser.sp),
+            let secondSpace = view[(firstSpace + 1)...].firstIndex(of: HTTP1HeadParser.sp)
+        else { return ("-", "-") }
+        return (
+            String(decoding: view[view.startIndex..<firstSpace], as: UTF8.self),
+            String(decoding: view[(firstSpace + 1)..<secondSpace], as: UTF8.self)
+        )
+    }
+}

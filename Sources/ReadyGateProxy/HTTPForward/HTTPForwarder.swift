@@ -28,7 +28,6 @@ final class HTTPForwarder {
     private let pool: UpstreamPool
     private let logger: Logger
     private let metrics: ProxyMetrics
-    private let responseTimeout: TimeAmount
     private let clientAddress: String?
     /// `X-Forwarded-For` and `Forwarded` of this client, computed once per connection.
     private let forwardedFor: String
@@ -37,8 +36,8 @@ final class HTTPForwarder {
     private let forwardedProto: String
 
     /// Every decision: when parts go out, retries, pooling, keep-alive.
-    private var machine = HTTPExchangeStateMachine()
-    private var upstream: UpstreamHTTPHandler?
+    var machine = HTTPExchangeStateMachine()
+    private(set) var upstream: UpstreamHTTPHandler?
     // The exchange in flight. Plain fields, reset by `start`, so a request allocates nothing here.
     private var upstreamHead: HTTPRequestHead?
     /// Request parts read before the backend connection was there.
@@ -49,12 +48,11 @@ final class HTTPForwarder {
     private var clientKeepAlive = false
     private var clientNeedsFlush = false
     /// The exchange's timer, armed when its backend connection is there: it bounds the time without
-    /// progress: while the request body streams (408, or 504 if the backend takes no more), from the
-    /// request's end to the response head (504), and during the response body (both sides closed).
-    private var timeout: Scheduled<Void>?
-    /// When the exchange last made progress (a request body part or its end, the response head or a
-    /// body part, or either side becoming writable again).
-    private var lastProgress = NIODeadline.uptimeNanoseconds(0)
+    /// progress (a request body part or its end, the response head or a body part, or either side
+    /// becoming writable again): while the request body streams (408, or 504 if the backend takes no
+    /// more), from the request's end to the response head (504), and during the response body (both
+    /// sides closed).
+    var exchangeTimer: ExchangeTimer
     private var lastUpstreamError: (any Error)?
 
     init(entry: HTTPEntryHandler, context: ChannelHandlerContext, pool: UpstreamPool, environment: ProxyEnvironment) {
@@ -63,7 +61,7 @@ final class HTTPForwarder {
         self.pool = pool
         self.logger = environment.logger
         self.metrics = environment.metrics
-        self.responseTimeout = .milliseconds(Int64(environment.settings.httpResponseTimeoutMs))
+        self.exchangeTimer = ExchangeTimer(limit: .milliseconds(Int64(environment.settings.httpResponseTimeoutMs)))
         self.clientAddress = context.channel.remoteAddress?.ipAddress
         forwardedProto = environment.forwardedProto
         (forwardedFor, forwardedElement) = ForwardedMessage.forwardedIdentity(
@@ -115,7 +113,7 @@ final class HTTPForwarder {
     func clientPart(_ part: HTTPServerRequestPart) {
         switch part {
         case .body(let bytes):
-            lastProgress = context.eventLoop.now
+            exchangeTimer.lastProgress = context.eventLoop.now
             switch machine.requestBody(byteCount: bytes.readableBytes) {
             case .write: upstream?.write(.body(.byteBuffer(bytes)))
             case .buffer:
@@ -124,7 +122,7 @@ final class HTTPForwarder {
             case .drop: break
             }
         case .end(let trailers):
-            lastProgress = context.eventLoop.now
+            exchangeTimer.lastProgress = context.eventLoop.now
             switch machine.requestEnd() {
             case .write:
                 upstream?.write(.end(trailers))
@@ -143,7 +141,7 @@ final class HTTPForwarder {
 
     func clientWritabilityChanged() {
         guard context.channel.isWritable else { return }
-        lastProgress = context.eventLoop.now
+        exchangeTimer.lastProgress = context.eventLoop.now
         upstream?.resumeRead()
     }
 
@@ -189,7 +187,7 @@ final class HTTPForwarder {
             ) {
             case .relay:
                 metrics.httpResponse(head.status, fromBackend: true)
-                lastProgress = context.eventLoop.now
+                exchangeTimer.lastProgress = context.eventLoop.now
                 context.write(NIOAny(HTTPServerResponsePart.head(answer.head)), promise: nil)
                 clientNeedsFlush = true
             case .fail(let failure):
@@ -199,7 +197,7 @@ final class HTTPForwarder {
             }
         case .body(let bytes):
             guard machine.state == .exchanging else { return }
-            lastProgress = context.eventLoop.now
+            exchangeTimer.lastProgress = context.eventLoop.now
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(bytes))), promise: nil)
             clientNeedsFlush = true
         case .end(let trailers):
@@ -217,7 +215,7 @@ final class HTTPForwarder {
 
     func upstreamWritabilityChanged(_ isWritable: Bool) {
         guard isWritable else { return }
-        lastProgress = context.eventLoop.now
+        exchangeTimer.lastProgress = context.eventLoop.now
         entry?.forwarderMayRead()
     }
 
@@ -230,42 +228,18 @@ final class HTTPForwarder {
         guard connection === upstream else { return }
         upstream = nil
         let error = lastUpstreamError.map { "\($0)" }
-        switch machine.upstreamClosed() {
-        case .closeClient:
-            logger.warning(
-                "http_upstream_closed_mid_response",
-                metadata: exchangeMetadata(["error": "\(error ?? "closed")"])
-            )
-            cancelTimeout()
-            context.close(promise: nil)
-        case .retry(let attempt, let resendEnd):
-            cancelTimeout()
-            logger.debug("http_upstream_stale_retry", metadata: ["path": "\(upstreamHead?.uri ?? "-")"])
-            if resendEnd { buffered.append(.end(nil)) }
-            connectFresh(attempt: attempt)
-        case .fail(let failure):
-            fail(failure, reason: "backend closed the connection before answering: \(error ?? "EOF")")
-        case .ignore:
-            break
-        }
+        backendClosed(error: error)
+    }
+
+    func prepareRetry(resendEnd: Bool) {
+        if resendEnd { buffered.append(.end(nil)) }
     }
 
     // MARK: Steps
 
-    private func connectFresh(attempt: Int) {
-        pool.connect().assumeIsolated().whenComplete { [self] result in
-            switch result {
-            case .success(let connection):
-                connected(connection, attempt: attempt, reused: false)
-            case .failure(let error):
-                if let failure = machine.connectFailed(attempt: attempt) { fail(failure, reason: "\(error)") }
-            }
-        }
-    }
-
     /// A backend connection for the exchange: the head and the buffered parts go out, or, for an
     /// abandoned attempt, it is closed.
-    private func connected(_ connection: UpstreamHTTPHandler, attempt: Int?, reused: Bool) {
+    func connected(_ connection: UpstreamHTTPHandler, attempt: Int?, reused: Bool) {
         let action = machine.connected(attempt: attempt, reused: reused, bufferedBodyBytes: bufferedBodyBytes)
         guard case .sendRequest = action, let upstreamHead else {
             connection.close()
@@ -279,63 +253,15 @@ final class HTTPForwarder {
         // From a pool, within the client's read: its read-complete flushes the head with what
         // follows it. A fresh connection comes later, on its own.
         if !reused { connection.flush() }
-        lastProgress = context.eventLoop.now
-        armTimeout()
+        exchangeTimer.lastProgress = context.eventLoop.now
+        armExchangeTimer()
         if !machine.requestEnded { entry?.forwarderMayRead() }
-    }
-
-    private func armTimeout() {
-        guard timeout == nil else { return }
-        scheduleTimeout(at: context.eventLoop.now + responseTimeout, attempt: machine.attempt)
-    }
-
-    private func scheduleTimeout(at deadline: NIODeadline, attempt: Int) {
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timeout = context.eventLoop.scheduleTask(deadline: deadline) {
-            let forwarder = bound.value
-            forwarder.timeout = nil
-            forwarder.exchangeTimerFired(attempt: attempt)
-        }
-    }
-
-    /// The timer fires at the first deadline it was armed for. The exchange has stalled only if
-    /// nothing moved for a whole timeout since the last progress; otherwise the timer waits for the
-    /// rest. (Re-arming lazily here keeps body parts from scheduling a timer each.)
-    private func exchangeTimerFired(attempt: Int) {
-        if machine.state == .exchanging, attempt == machine.attempt {
-            let stalledAt = lastProgress + responseTimeout
-            if stalledAt > context.eventLoop.now {
-                scheduleTimeout(at: stalledAt, attempt: attempt)
-                return
-            }
-        }
-        switch machine.timedOut(attempt: attempt, upstreamWritable: upstream?.isWritable ?? false) {
-        case .fail(let failure):
-            fail(
-                failure,
-                reason: failure == .requestTimedOut ? "no more of the request body in time" : "no response in time"
-            )
-        case .closeStalled:
-            logger.warning(
-                "http_response_stalled",
-                metadata: exchangeMetadata(["timeout_ms": "\(responseTimeout.nanoseconds / 1_000_000)"])
-            )
-            abandonUpstream()
-            context.close(promise: nil)
-        case .ignore:
-            break
-        }
-    }
-
-    private func cancelTimeout() {
-        timeout?.cancel()
-        timeout = nil
     }
 
     /// The response is complete: the backend connection goes back to the pool or is closed, and
     /// the client's connection takes its next request or closes.
     private func finish(trailers: HTTPHeaders?, poolConnection: Bool, keepClient: Bool) {
-        cancelTimeout()
+        cancelExchangeTimer()
         if let connection = upstream {
             upstream = nil
             connection.detach()
@@ -357,7 +283,7 @@ final class HTTPForwarder {
     }
 
     /// The fields of every exchange's log line (method, path, client), with `extra`.
-    private func exchangeMetadata(_ extra: Logger.Metadata) -> Logger.Metadata {
+    func exchangeMetadata(_ extra: Logger.Metadata) -> Logger.Metadata {
         var metadata: Logger.Metadata = [
             "method": "\(requestMethod)", "path": "\(upstreamHead?.uri ?? "-")", "client": "\(clientAddress ?? "-")",
         ]
@@ -366,13 +292,8 @@ final class HTTPForwarder {
     }
 
     /// Answers the client with an error before any response byte went out, and closes.
-    private func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
-        let status = HTTPResponseStatus(statusCode: failure.status)
-        logger.warning(
-            failure.logEvent,
-            metadata: exchangeMetadata(["status": "\(status.code)", "reason": "\(reason)"])
-        )
-        abandonUpstream()
+    func fail(_ failure: HTTPExchangeStateMachine.Failure, reason: String) {
+        let status = logFailureAndAbandon(failure, reason: reason)
         metrics.httpResponse(status, fromBackend: false)
         let context = self.context
         context.writeHTTPResponse(
@@ -386,8 +307,8 @@ final class HTTPForwarder {
     }
 
     /// Closes the backend connection of an unfinished exchange (it is never pooled).
-    private func abandonUpstream() {
-        cancelTimeout()
+    func abandonUpstream() {
+        cancelExchangeTimer()
         buffered.removeAll()
         bufferedBodyBytes = 0
         if let connection = upstream {
@@ -421,3 +342,16 @@ extension HTTPForwarder: BackendExchange {
 
 @available(*, unavailable)
 extension HTTPForwarder: Sendable {}
+
+extension HTTPForwarder: ExchangeDriver {
+    typealias Exchange = HTTPForwarder
+
+    var exchangeEventLoop: (any EventLoop)? { context.eventLoop }
+    var exchangePool: UpstreamPool? { pool }
+    var exchangeLogger: Logger { logger }
+
+    func closeStalledExchange() {
+        abandonUpstream()
+        context.close(promise: nil)
+    }
+}
