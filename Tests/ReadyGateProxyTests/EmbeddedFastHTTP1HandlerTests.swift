@@ -25,17 +25,7 @@ final class FastHarness {
             logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() })
         )
         environment.httpPools = UpstreamPools(makeRawConnector: { _ in
-            { eventLoop, handler in
-                let channel = EmbeddedChannel(loop: loop)
-                do {
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                } catch {
-                    return eventLoop.makeFailedFuture(error)
-                }
-                channel.connect(to: try! SocketAddress(ipAddress: "127.0.0.1", port: 8000), promise: nil)
-                upstreamBox.value.append(channel)
-                return eventLoop.makeSucceededFuture(channel)
-            }
+            { _, handler in embeddedBackendConnection(on: loop, handlers: [handler], into: upstreamBox) }
         })
         self.environment = environment
         client = EmbeddedChannel(loop: loop)

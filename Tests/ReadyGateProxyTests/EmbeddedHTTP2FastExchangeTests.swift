@@ -28,15 +28,7 @@ private final class StreamHarness {
         environment.httpPools = UpstreamPools(makeRawConnector: { _ in
             { eventLoop, handler in
                 if refuseConnects { return eventLoop.makeFailedFuture(UpstreamConnectError.unsupportedEventLoop) }
-                let channel = EmbeddedChannel(loop: loop)
-                do {
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                } catch {
-                    return eventLoop.makeFailedFuture(error)
-                }
-                channel.connect(to: try! SocketAddress(ipAddress: "127.0.0.1", port: 8000), promise: nil)
-                upstreamBox.value.append(channel)
-                return eventLoop.makeSucceededFuture(channel)
+                return embeddedBackendConnection(on: loop, handlers: [handler], into: upstreamBox)
             }
         })
         self.environment = environment

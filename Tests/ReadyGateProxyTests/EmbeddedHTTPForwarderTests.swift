@@ -44,16 +44,7 @@ final class ForwardHarness {
         environment.httpPools = UpstreamPools(makeConnector: { _ in
             { eventLoop, handler in
                 if failBox.value { return eventLoop.makeFailedFuture(ChannelError.connectTimeout(.seconds(1))) }
-                let channel = EmbeddedChannel(loop: loop)
-                do {
-                    try channel.pipeline.syncOperations.addHandler(ReadCounter())
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                } catch {
-                    return eventLoop.makeFailedFuture(error)
-                }
-                channel.connect(to: try! SocketAddress(ipAddress: "127.0.0.1", port: 8000), promise: nil)
-                upstreamBox.value.append(channel)
-                return eventLoop.makeSucceededFuture(channel)
+                return embeddedBackendConnection(on: loop, handlers: [ReadCounter(), handler], into: upstreamBox)
             }
         })
         self.environment = environment

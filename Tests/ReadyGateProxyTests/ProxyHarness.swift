@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import NIOWebSocket
 import ReadyGateCore
@@ -325,4 +326,22 @@ final class RefusedPort: Sendable {
     }
 
     struct RefusedPortError: Error {}
+}
+
+/// A backend "connection" for `EmbeddedChannel` tests of the HTTP paths: a connected
+/// `EmbeddedChannel` on `loop` with `handlers` (the pool's handler last), appended to `channels`.
+func embeddedBackendConnection(
+    on loop: EmbeddedEventLoop,
+    handlers: [any ChannelHandler],
+    into channels: NIOLoopBoundBox<[EmbeddedChannel]>
+) -> EventLoopFuture<any Channel> {
+    let channel = EmbeddedChannel(loop: loop)
+    do {
+        try channel.pipeline.syncOperations.addHandlers(handlers)
+    } catch {
+        return loop.makeFailedFuture(error)
+    }
+    channel.connect(to: try! SocketAddress(ipAddress: "127.0.0.1", port: 8000), promise: nil)
+    channels.value.append(channel)
+    return loop.makeSucceededFuture(channel)
 }
