@@ -182,17 +182,6 @@ final class HTTP2FastExchange: RawUpstreamOwner {
         upstream?.resumeRead()
     }
 
-    /// The stream closed or was reset before the response ended: the backend connection is closed.
-    func clientGone() {
-        let responseStarted = machine.responseStarted
-        guard machine.clientGone() else { return }
-        environment.logger.info(
-            "http_client_gone",
-            metadata: exchangeMetadata(["response_started": "\(responseStarted)"])
-        )
-        abandonUpstream()
-    }
-
     // MARK: Backend side
 
     func upstreamRead(_ data: ByteBuffer, from connection: RawUpstreamHandler) {

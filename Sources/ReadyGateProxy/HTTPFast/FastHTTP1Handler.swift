@@ -372,16 +372,6 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func clientGone() {
-        let responseStarted = machine.responseStarted
-        guard machine.clientGone() else { return }
-        environment.logger.info(
-            "http_client_gone",
-            metadata: exchangeMetadata(["response_started": "\(responseStarted)"])
-        )
-        abandonUpstream()
-    }
-
     // MARK: Backend side
 
     func upstreamRead(_ data: ByteBuffer, from connection: RawUpstreamHandler) {

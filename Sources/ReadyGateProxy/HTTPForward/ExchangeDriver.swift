@@ -83,6 +83,15 @@ extension ExchangeDriver {
         }
     }
 
+    /// The client left (its connection or stream closed) before the response ended: logged, and
+    /// the backend connection closed, never reused.
+    func clientGone() {
+        let responseStarted = machine.responseStarted
+        guard machine.clientGone() else { return }
+        exchangeLogger.info("http_client_gone", metadata: exchangeMetadata(["response_started": "\(responseStarted)"]))
+        abandonUpstream()
+    }
+
     /// Opens a fresh backend connection for attempt `attempt`; a failed connect is the machine's to
     /// retry or fail.
     func connectFresh(attempt: Int) {

@@ -152,14 +152,6 @@ final class HTTPForwarder {
         machine.clientMustClose()
     }
 
-    /// The client's connection closed: the backend connection cannot be reused mid-exchange.
-    func clientInactive() {
-        let responseStarted = machine.responseStarted
-        guard machine.clientGone() else { return }
-        logger.info("http_client_gone", metadata: exchangeMetadata(["response_started": "\(responseStarted)"]))
-        abandonUpstream()
-    }
-
     /// The client's request broke HTTP/1.1 mid-exchange (a bad chunk size, say): the exchange is
     /// abandoned and its backend connection closed, never reused. Returns whether the response had
     /// started, in which case the client can only be closed, not answered.

@@ -159,7 +159,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 context.close(promise: nil)
             case .forwarding(requestEnded: false):
                 state = .done
-                forwarder?.clientInactive()
+                forwarder?.clientGone()
                 context.close(promise: nil)
             case .forwarding(requestEnded: true):
                 inputClosed = true
@@ -377,7 +377,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         connectionLeft()
         if case .upgrading(let session) = state { session.clientInactiveBeforeUpgrade() }
-        forwarder?.clientInactive()
+        forwarder?.clientGone()
         queued.removeAll()
         context.fireChannelInactive()
     }
@@ -398,7 +398,7 @@ final class HTTPEntryHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             state = .done
-            forwarder?.clientInactive()
+            forwarder?.clientGone()
             context.close(promise: nil)
             return
         }
