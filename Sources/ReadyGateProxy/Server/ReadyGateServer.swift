@@ -26,6 +26,7 @@ public final class ReadyGateServer: Sendable {
 
     /// Binds the listener on `environment.settings.listen`.
     public static func start(environment: ProxyEnvironment, group: any EventLoopGroup) async throws -> ReadyGateServer {
+        TypeMetadataWarmUp.run()
         let listen = environment.settings.listen
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
