@@ -17,10 +17,12 @@ struct ProxyFixture {
 
     var port: Int { server.port }
 
+    /// `prepare` gets the environment before the listener starts (TLS, for one).
     static func start(
         upstreamPort: Int,
         group: any EventLoopGroup = testGroup,
-        _ configure: (inout ReadyGateSettings) -> Void = { _ in }
+        _ configure: (inout ReadyGateSettings) -> Void = { _ in },
+        prepare: (inout ProxyEnvironment) -> Void = { _ in }
     ) async throws -> ProxyFixture {
         var settings = ReadyGateSettings()
         settings.environment = .testing
@@ -32,11 +34,12 @@ struct ProxyFixture {
         settings.upstream = UpstreamTarget(host: "127.0.0.1", port: upstreamPort, usesTLS: false)
         configure(&settings)
         let sessions = SessionRecords()
-        let environment = ProxyEnvironment(
+        var environment = ProxyEnvironment(
             settings: settings,
             logger: testLogger(label: "readygate-test-\(upstreamPort)"),
             onSessionEnd: { record in sessions.append(record) }
         )
+        prepare(&environment)
         let server = try await ReadyGateServer.start(environment: environment, group: group)
         return ProxyFixture(server: server, sessions: sessions)
     }

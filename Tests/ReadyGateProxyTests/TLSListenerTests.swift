@@ -107,12 +107,27 @@ struct TLSListenerTests {
         }
     }
 
-    @Test("plain HTTP over TLS is forwarded to the backend")
-    func plainHTTPOverTLS() async throws {
+    /// `body` with an ``HTTPTestBackend`` and a TLS proxy in front of it, both stopped afterwards.
+    func withHTTPBackendAndTLSProxy(
+        _ body: (HTTPTestBackend, ProxyFixture, TestPKI) async throws -> Void
+    ) async throws {
         let pki = try TestPKI.get()
         let backend = try await HTTPTestBackend.start()
         let proxy = try await ProxyFixture.startTLS(upstreamPort: backend.port, server: ServerTLS(files: pki.server))
         do {
+            try await body(backend, proxy, pki)
+        } catch {
+            try? await proxy.stop()
+            try? await backend.close()
+            throw error
+        }
+        try await proxy.stop()
+        try await backend.close()
+    }
+
+    @Test("plain HTTP over TLS is forwarded to the backend")
+    func plainHTTPOverTLS() async throws {
+        try await withHTTPBackendAndTLSProxy { backend, proxy, pki in
             let context = try TLSTestClient.context(pki: pki)
             let answer = try await TLSTestClient.exchange(
                 port: proxy.port,
@@ -125,21 +140,12 @@ struct TLSListenerTests {
             let forwarded = backend.snapshot.heads.first?.headers
             #expect(forwarded?["X-Forwarded-Proto"] == ["https"])
             #expect(forwarded?["Forwarded"].first?.contains(";proto=https") == true, "\(String(describing: forwarded))")
-        } catch {
-            try? await proxy.stop()
-            try? await backend.close()
-            throw error
         }
-        try await proxy.stop()
-        try await backend.close()
     }
 
     @Test("a client that ends its output (close_notify) after its request still gets the answer")
     func halfClose() async throws {
-        let pki = try TestPKI.get()
-        let backend = try await HTTPTestBackend.start()
-        let proxy = try await ProxyFixture.startTLS(upstreamPort: backend.port, server: ServerTLS(files: pki.server))
-        do {
+        try await withHTTPBackendAndTLSProxy { backend, proxy, pki in
             let context = try TLSTestClient.context(pki: pki)
             let (channel, handshake) = try await TLSTestClient.connect(port: proxy.port, context: context)
             let answer = try await withTimeout(seconds: 20) {
@@ -154,13 +160,7 @@ struct TLSListenerTests {
             }
             #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer)")
             #expect(answer.hasSuffix("hello"), "\(answer)")
-        } catch {
-            try? await proxy.stop()
-            try? await backend.close()
-            throw error
         }
-        try await proxy.stop()
-        try await backend.close()
     }
 
     @Test("a client without ALPN gets HTTP/1.1")

@@ -233,22 +233,15 @@ extension ProxyFixture {
         group: any EventLoopGroup = testGroup,
         _ configure: (inout ReadyGateSettings) -> Void = { _ in }
     ) async throws -> ProxyFixture {
-        var settings = ReadyGateSettings()
-        settings.environment = .testing
-        settings.timing = DeploymentEnvironment.testing.profile
-        settings.timing.handshakeTimeoutMs = 10_000
-        settings.listen = HostAndPort(host: "127.0.0.1", port: 0)
-        settings.upstream = UpstreamTarget(host: "127.0.0.1", port: upstreamPort, usesTLS: upstream != nil)
-        configure(&settings)
-        let sessions = SessionRecords()
-        var environment = ProxyEnvironment(
-            settings: settings,
-            logger: testLogger(label: "readygate-tls-test-\(upstreamPort)"),
-            onSessionEnd: { record in sessions.append(record) }
+        try await start(
+            upstreamPort: upstreamPort,
+            group: group,
+            { settings in
+                settings.upstream.usesTLS = upstream != nil
+                configure(&settings)
+            },
+            prepare: { $0.useTLS(server: server, upstream: upstream) }
         )
-        environment.useTLS(server: server, upstream: upstream)
-        let server = try await ReadyGateServer.start(environment: environment, group: group)
-        return ProxyFixture(server: server, sessions: sessions)
     }
 }
 
