@@ -90,4 +90,7 @@ extension StringProtocol {
         }
         return self[start..<end]
     }
+
+    /// ``trimmingSpacesSlice()`` as a `String`.
+    func trimmingSpaces() -> String { String(trimmingSpacesSlice()) }
 }

@@ -61,7 +61,7 @@ public enum WebSocketHandshake {
             )
         }
         let keys = headers.values("sec-websocket-key")
-        guard keys.count == 1, let key = keys.first?.trimmingSpacesString(), isValidKey(key) else {
+        guard keys.count == 1, let key = keys.first?.trimmingSpaces(), isValidKey(key) else {
             return .failure(.init(status: 400, reason: "Sec-WebSocket-Key must be one base64 value of 16 bytes"))
         }
         if let length = headers.first("content-length"), length != "0" {
@@ -102,7 +102,7 @@ public enum WebSocketHandshake {
     ) -> String? {
         guard headers.containsToken("websocket", in: "upgrade") else { return "101 without Upgrade: websocket" }
         guard headers.containsToken("upgrade", in: "connection") else { return "101 without Connection: Upgrade" }
-        guard headers.first("sec-websocket-accept")?.trimmingSpacesString() == acceptValue(forKey: sentKey) else {
+        guard headers.first("sec-websocket-accept")?.trimmingSpaces() == acceptValue(forKey: sentKey) else {
             return "Sec-WebSocket-Accept does not match the key"
         }
         if let chosen = headers.first("sec-websocket-protocol"), !offeredSubprotocols.contains(chosen) {
@@ -137,8 +137,4 @@ public struct UpgradeRejection: Error, Sendable, Equatable {
         self.reason = reason
         self.versionHint = versionHint
     }
-}
-
-extension String {
-    func trimmingSpacesString() -> String { Substring(self).trimmingSpaces() }
 }

@@ -250,7 +250,7 @@ struct SettingsSource {
 
     func value(_ key: ReadyGateConfigKey) -> String? {
         guard let text = reader.string(forKey: key.configKey) else { return nil }
-        let trimmed = Substring(text).trimmingSpaces()
+        let trimmed = text.trimmingSpaces()
         return trimmed.isEmpty ? nil : trimmed
     }
 
@@ -315,10 +315,6 @@ struct SettingsSource {
         }
         return parsed
     }
-}
-
-extension Substring {
-    func trimmingSpaces() -> String { String(trimmingSpacesSlice()) }
 }
 
 extension Character {
