@@ -1,5 +1,6 @@
 import NIOCore
 import NIOEmbedded
+import NIOHTTP1
 import ReadyGateCore
 import Testing
 
@@ -261,5 +262,33 @@ struct EmbeddedRelayHandlerTests {
         #expect(try b.readOutbound(as: ByteBuffer.self) == ByteBuffer(bytes: [2]))
         _ = try a.finish()
         _ = try b.finish()
+    }
+
+    // MARK: The client's pipeline switch
+
+    /// The relay half reads once per read event, so its glue is asked about the partner's
+    /// writability between any two reads (what bounds the bytes a slow reader makes the proxy hold).
+    @Test func clientSwitchReadsOncePerReadEvent() throws {
+        final class Entry: ChannelInboundHandler {
+            typealias InboundIn = HTTPServerRequestPart
+        }
+        let channel = EmbeddedChannel()
+        let entry = Entry()
+        let sink = ByteSink()
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        try sync.addHandler(HTTPResponseEncoder())
+        try sync.addHandler(entry)
+        #expect(!channel.options.contains { $0.option is ChannelOptions.Types.MaxMessagesPerReadOption })
+
+        try ClientPipeline.switchToWebSocket(context: try sync.context(handler: entry), relay: [sink])
+        channel.embeddedEventLoop.run()
+
+        let perRead = channel.options.last { $0.option is ChannelOptions.Types.MaxMessagesPerReadOption }
+        #expect(perRead?.value as? UInt == 1)
+        #expect(ChannelTuning.relayMessagesPerRead == 1)
+        try channel.writeInbound(ByteBuffer(bytes: [0x81, 0x80]))
+        #expect(sink.received == [0x81, 0x80])
+        _ = try channel.finish()
     }
 }

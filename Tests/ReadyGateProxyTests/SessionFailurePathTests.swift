@@ -308,6 +308,10 @@ struct SessionFailurePathTests {
         try await withScripted({ $0.maxBufferBytes = 1024 }, script: Self.readyOnSignal(signal)) { proxy in
             let texts = try await RawClient.session(port: proxy.port) { client in
                 try await client.write(clientFrame(.binary, Array(repeating: 0x5A, count: 65_536)))
+                // READY only once the hold reached its bound (the proxy reads one receive buffer
+                // per read event, so the whole frame is not in before the backend could answer).
+                let budget = proxy.server.environment.heldBytesBudget
+                while budget.heldBytes < 1024 { try await Task.sleep(for: .milliseconds(1)) }
                 fire.yield()
                 var texts: [String] = []
                 while texts.count < 2, let frame = try await client.readFrame() {

@@ -16,7 +16,7 @@ protocol HeldBytesWaiter: AnyObject {
 /// to read is paused: it stops reading from its client (TCP backpressure, as at the per-session
 /// bound; nothing is dropped), is counted, and is woken on its event loop when the total drops below
 /// the cap. Like the per-session bound, the cap can be passed by what the paused holds read last
-/// (one read batch each).
+/// (one read of up to 64 KiB each: ``ChannelTuning/relayMessagesPerRead``).
 ///
 /// One lock-protected state shared by every event loop; it is touched only by sessions that are not
 /// ready yet, once per read.

@@ -8,4 +8,18 @@ enum ChannelTuning {
     /// every idle connection, twice per spliced session. NIO's default starts at 2 KiB; chat
     /// traffic is mostly small messages, and a busy connection grows its buffer within a few reads.
     static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
+
+    /// A relay half reads once per read event (NIO's default is up to 4 reads), so that its partner
+    /// is asked about writability between any two reads.
+    ///
+    /// The glue reads only while its partner's channel is writable, but it is asked once per read
+    /// event: with 4 reads per event a direction whose reader is slow could hold the partner's write
+    /// buffer (64 KiB high-water mark) plus 4 receive buffers of up to 64 KiB each. With one read,
+    /// the bound is the write buffer plus one receive buffer per direction.
+    static let relayMessagesPerRead: UInt = 1
+
+    /// Applies ``relayMessagesPerRead`` to a socket channel that is becoming a relay half.
+    static func tuneForRelay(_ channel: any Channel) throws {
+        try channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: relayMessagesPerRead)
+    }
 }

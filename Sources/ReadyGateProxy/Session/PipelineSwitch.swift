@@ -5,9 +5,11 @@ import NIOHTTP1
 ///
 /// The relay handlers are added behind the entry handler first; then the HTTP handlers go, the
 /// request decoder last, so the bytes it read past the request head (frames the client sent at
-/// once) reach the relay, in order (`leftOverBytesStrategy: .forwardBytes`).
+/// once) reach the relay, in order (`leftOverBytesStrategy: .forwardBytes`). The socket reads once
+/// per read event from then on (``ChannelTuning/relayMessagesPerRead``).
 enum ClientPipeline {
     static func switchToWebSocket(context: ChannelHandlerContext, relay: [any ChannelHandler]) throws {
+        try ChannelTuning.tuneForRelay(context.channel)
         let sync = context.pipeline.syncOperations
         try sync.addHandlers(relay, position: .after(context.handler))
         let encoder = try sync.handler(type: HTTPResponseEncoder.self)

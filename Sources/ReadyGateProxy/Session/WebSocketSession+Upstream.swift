@@ -17,6 +17,7 @@ extension WebSocketSession {
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(ChannelOptions.recvAllocator, value: ChannelTuning.receiveAllocator)
+            .channelOption(ChannelOptions.maxMessagesPerRead, value: ChannelTuning.relayMessagesPerRead)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
