@@ -6,12 +6,16 @@
 #   MODE=sessions: `ws-bench sessions` (loops of connect, upgrade, one echo, close); new sessions
 #   per second, CPU per session. ReadyGate runs with its default gate (ping) and
 #   READYGATE_BASE_DELAY_MS=0, so the rate is bounded by work, not by a timer.
+#   MODE=messages: `ws-bench throughput` (CONNECTIONS sessions, INFLIGHT messages in flight each,
+#   SIZE bytes); relayed messages per second, CPU per message.
 #
 #   Benchmarks/http-ab.sh BEFORE_BIN AFTER_BIN [rounds]
 #   MODE=sessions Benchmarks/http-ab.sh BEFORE_BIN AFTER_BIN [rounds]
+#   MODE=messages Benchmarks/http-ab.sh BEFORE_BIN AFTER_BIN [rounds]
 #
 # Environment: ECHO_BIN (the ws-echo backend, default Benchmarks/.build/release/ws-echo), BENCH_BIN
-# (ws-bench, default beside it), THREADS (2), DURATION (4s), CONNECTIONS (50; 20 loops for sessions).
+# (ws-bench, default beside it), THREADS (2), DURATION (4s), CONNECTIONS (50; 20 loops for sessions),
+# INFLIGHT (8) and SIZE (64) for messages.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 before="$1"
@@ -21,6 +25,8 @@ ECHO_BIN="${ECHO_BIN:-$here/.build/release/ws-echo}"
 THREADS="${THREADS:-2}"
 DURATION="${DURATION:-4s}"
 MODE="${MODE:-http}"
+INFLIGHT="${INFLIGHT:-8}"
+SIZE="${SIZE:-64}"
 BENCH_BIN="${BENCH_BIN:-$(dirname "$ECHO_BIN")/ws-bench}"
 if [[ "$MODE" == sessions ]]; then CONNECTIONS="${CONNECTIONS:-20}"; else CONNECTIONS="${CONNECTIONS:-50}"; fi
 WORK="$(mktemp -d)"
@@ -68,6 +74,13 @@ measure() {
         count=$(jq -r .sessions <<<"$out")
         errors="failed $(jq -r .failed <<<"$out")"
         unit=session
+    elif [[ "$MODE" == messages ]]; then
+        out=$("$BENCH_BIN" throughput --port "$PORT" --label ab --connections "$CONNECTIONS" \
+            --inflight "$INFLIGHT" --size "$SIZE" --duration "${DURATION%s}" 2>/dev/null)
+        rate=$(jq -r .msgs_per_s <<<"$out")
+        count=$(jq -r .messages_total <<<"$out")
+        errors=""
+        unit=msg
     else
         out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$PORT/")
         rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -84,6 +97,9 @@ measure() {
 warm_up() {
     if [[ "$MODE" == sessions ]]; then
         "$BENCH_BIN" sessions --port "$PORT" --label warm --concurrency "$CONNECTIONS" --duration 1 >/dev/null 2>&1
+    elif [[ "$MODE" == messages ]]; then
+        "$BENCH_BIN" throughput --port "$PORT" --label warm --connections "$CONNECTIONS" --inflight "$INFLIGHT" \
+            --size "$SIZE" --duration 1 >/dev/null 2>&1
     else
         wrk -t2 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$PORT/" >/dev/null
     fi
