@@ -78,6 +78,28 @@ struct HTTP2FastPathIntegrationTests {
         try await backend.close()
     }
 
+    /// `103 Early Hints` from the backend reaches the h2 client as a HEADERS frame of its own, before
+    /// the final answer (NIOHTTP2 accepts an interim block without END_STREAM, then the final one).
+    @Test func anInterimAnswerReachesTheClientBeforeTheFinalOne() async throws {
+        let backend = try await ScriptedBackend { _, connection in
+            _ = try await connection.readHead()
+            try await connection.write(
+                "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+                    + "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            )
+        }
+        let proxy = try await ProxyFixture.start(upstreamPort: backend.port)
+        let connection = try await H2TestConnection.connect(port: proxy.port)
+        let answer = try await connection.request(path: "/hints")
+        #expect(answer.interim.map { $0.first(name: ":status") } == ["103"])
+        #expect(answer.interim.first?.first(name: "link") == "</style.css>; rel=preload")
+        #expect(answer.status == 200)
+        #expect(answer.text == "ok")
+        await connection.close()
+        try await proxy.stop()
+        await backend.close()
+    }
+
     /// A backend that breaks off mid-body: the proxy resets the client's stream itself, which is
     /// not the client's reset and is not counted.
     @Test func aResetByTheProxyIsNotCounted() async throws {

@@ -133,6 +133,8 @@ final class H2ConnectionFrames: ChannelInboundHandler, Sendable {
 /// A response on one stream: its header block and body, and how the stream ended.
 struct H2Response: Sendable {
     var headers = HPACKHeaders()
+    /// Interim (`1xx`) header blocks before the final one, in order.
+    var interim: [HPACKHeaders] = []
     var body = ByteBuffer()
     /// The server reset the stream (instead of ending it).
     var reset = false
@@ -146,6 +148,7 @@ struct H2Response: Sendable {
             for try await payload in inbound {
                 switch payload {
                 case .headers(let block):
+                    if !response.headers.isEmpty && response.status < 200 { response.interim.append(response.headers) }
                     if response.headers.isEmpty || response.status < 200 { response.headers = block.headers }
                     if block.endStream { return response }
                 case .data(let data):

@@ -217,8 +217,9 @@ final class HTTP2FastExchange: RawUpstreamOwner {
         }
     }
 
-    /// Parses the response head from `bytes` (interim `1xx` heads are dropped) and writes the
-    /// HEADERS; false when the head is not complete yet, or the exchange ended with it.
+    /// Parses the response head from `bytes` (interim `1xx` heads are written as HEADERS of their own
+    /// first) and writes the HEADERS; false when the head is not complete yet, or the exchange ended
+    /// with it.
     private func readResponseHead(_ bytes: inout ByteBuffer, connection: RawUpstreamHandler) -> Bool {
         while true {
             let result = bytes.withUnsafeReadableBytes {
@@ -246,6 +247,12 @@ final class HTTP2FastExchange: RawUpstreamOwner {
                     return false
                 }
                 if head.status < 200 {
+                    // An interim answer (`103 Early Hints`, say) goes on as a HEADERS frame of its own
+                    // without END_STREAM (RFC 9113 §8.1, RFC 9110 §15.2: a proxy forwards 1xx).
+                    let block = bytes.withUnsafeReadableBytes { Self.responseHeaders(head, from: $0) }
+                    context.write(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: block))), promise: nil)
+                    clientNeedsFlush = true
+                    exchangeTimer.lastProgress = context.eventLoop.now
                     bytes.moveReaderIndex(forwardBy: head.length)
                     if bytes.readableBytes == 0 {
                         responseInbound = nil
