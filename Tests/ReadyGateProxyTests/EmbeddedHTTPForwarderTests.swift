@@ -324,6 +324,53 @@ struct EmbeddedHTTPForwarderTests {
         #expect(head.headers["Content-Length"] == ["2"])
     }
 
+    @Test("an interim answer reaches an HTTP/1.1 client before the final one, without hop-by-hop fields")
+    func interimAnswer() throws {
+        let hints = ForwardHarness.head(
+            HTTPResponseStatus(statusCode: 103, reasonPhrase: "Early Hints"),
+            [("Link", "</a.css>; rel=preload"), ("Connection", "X-Hop"), ("X-Hop", "1")]
+        )
+        let final = ForwardHarness.head(.ok, [("Content-Length", "2")])
+
+        let modern = try ForwardHarness()
+        try modern.send(Self.get)
+        try modern.answer(0, hints, final, ForwardHarness.body("ok"), .end(nil))
+        let text = try modern.clientText()
+        #expect(
+            text.hasPrefix("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            "\(text)"
+        )
+        #expect(!text.contains("X-Hop"), "\(text)")
+        #expect(text.hasSuffix("\r\n\r\nok"))
+        #expect(modern.pool.idleCount == 1, "the backend connection is pooled after the final answer")
+
+        // An HTTP/1.0 client gets no 1xx (RFC 9110 §15.2).
+        let old = try ForwardHarness()
+        try old.send("GET /a HTTP/1.0\r\nHost: example.test\r\n\r\n")
+        try old.answer(0, hints, final, ForwardHarness.body("ok"), .end(nil))
+        let oldText = try old.clientText()
+        #expect(oldText.hasPrefix("HTTP/1.0 200 OK\r\n"), "\(oldText)")
+        #expect(oldText.hasSuffix("\r\n\r\nok"))
+    }
+
+    @Test("after the proxy's own 100 Continue, the backend's 100 is not relayed again")
+    func ownContinueOnly() throws {
+        let harness = try ForwardHarness()
+        try harness.send(
+            "POST /up HTTP/1.1\r\nHost: example.test\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nab"
+        )
+        #expect(try harness.clientText() == "HTTP/1.1 100 Continue\r\n\r\n")
+        try harness.answer(
+            0,
+            ForwardHarness.head(.continue, []),
+            ForwardHarness.head(.ok, [("Content-Length", "0")]),
+            .end(nil)
+        )
+        let text = try harness.clientText()
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(text)")
+        #expect(!text.contains("100 Continue"))
+    }
+
     /// Requests whose framing is ambiguous: each must be answered 400 and never reach a backend.
     static let smuggling: [String] = [
         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",

@@ -76,6 +76,38 @@ struct HTTPExchangeStateMachineTests {
         #expect(buffered.upstreamClosed() == .fail(.closedBeforeAnswer))
     }
 
+    @Test("an interim answer is relayed, is not the response, and stops the stale retry")
+    func interimAnswer() {
+        var machine = exchangingOnPooledConnection()
+        let first = machine.interimResponse()
+        let second = machine.interimResponse()
+        #expect(first)
+        #expect(second, "more than one 1xx may come")
+        #expect(!machine.responseStarted)
+        // The backend had the request: a close now is a 502, not a retry that would send it twice.
+        #expect(machine.upstreamClosed() == .fail(.closedBeforeAnswer))
+
+        var next = exchangingOnPooledConnection()
+        let beforeHead = next.interimResponse()
+        #expect(beforeHead)
+        #expect(
+            next.responseHead(upstreamKeepAlive: true, isSwitchingProtocols: false, closeDelimited: false) == .relay
+        )
+        let afterHead = next.interimResponse()
+        #expect(!afterHead, "no interim answer after the final head")
+        #expect(next.responseEnd() == .finish(poolConnection: true, keepClient: true))
+        let betweenExchanges = next.interimResponse()
+        #expect(!betweenExchanges, "nor between exchanges")
+
+        // The flag is per request: the next request on the connection may be retried again.
+        next.requestStarted(clientKeepAlive: true)
+        _ = next.connected(attempt: nil, reused: true, bufferedBodyBytes: 0)
+        guard case .retry = next.upstreamClosed() else {
+            Issue.record("no retry for the next request")
+            return
+        }
+    }
+
     @Test("the backend closing mid-response closes the client")
     func closedMidResponse() {
         var machine = exchangingOnPooledConnection()

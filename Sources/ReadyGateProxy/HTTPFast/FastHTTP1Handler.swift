@@ -421,8 +421,11 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
                     }
                     bytes.moveReaderIndex(forwardBy: head.length)
                     if interim {
-                        context.write(wrapOutboundOut(out), promise: nil)
-                        clientNeedsFlush = true
+                        if machine.interimResponse() {
+                            exchangeTimer.lastProgress = context.eventLoop.now
+                            context.write(wrapOutboundOut(out), promise: nil)
+                            clientNeedsFlush = true
+                        }
                         if bytes.readableBytes == 0 {
                             responseInbound = nil
                             return

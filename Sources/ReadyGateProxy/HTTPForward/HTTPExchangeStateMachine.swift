@@ -105,6 +105,8 @@ struct HTTPExchangeStateMachine {
     private var reusedConnection = false
     private var retried = false
     private(set) var responseStarted = false
+    /// The backend sent an interim (`1xx`) answer: it has the request, so it is not retried.
+    private var interimSeen = false
     private var upstreamKeepAlive = false
     private var closeDelimited = false
 
@@ -135,6 +137,7 @@ struct HTTPExchangeStateMachine {
         reusedConnection = false
         retried = false
         responseStarted = false
+        interimSeen = false
         upstreamKeepAlive = false
         closeDelimited = false
     }
@@ -197,6 +200,15 @@ struct HTTPExchangeStateMachine {
         return .relay
     }
 
+    /// An interim (`1xx`, not `101`) answer before the final one: relayed (a proxy forwards the 1xx
+    /// it did not ask for, RFC 9110 §15.2) while the exchange runs. It does not start the response,
+    /// but the backend had the request, so a close after it is not retried.
+    mutating func interimResponse() -> Bool {
+        guard state == .exchanging, !responseStarted else { return false }
+        interimSeen = true
+        return true
+    }
+
     /// The response is complete. The backend connection is reused only if the backend allows it
     /// and the whole request went out; the client's only if it asked and the body was not
     /// delimited by close, and the whole request was read (else the rest of it is unread).
@@ -225,9 +237,10 @@ struct HTTPExchangeStateMachine {
 
     // MARK: Closes
 
-    /// The exchange's backend connection closed. Before any response byte, a connection that was
-    /// reused is retried once on a fresh one when no body byte was sent: the backend closed it
-    /// while it was idle, and nothing of this request reached it (RFC 9112 §9.3.1).
+    /// The exchange's backend connection closed. Before any response byte (an interim answer
+    /// included), a connection that was reused is retried once on a fresh one when no body byte was
+    /// sent: the backend closed it while it was idle, and nothing of this request reached it
+    /// (RFC 9112 §9.3.1).
     mutating func upstreamClosed() -> UpstreamClosedAction {
         guard state == .exchanging else { return .ignore }
         if responseStarted {
@@ -235,7 +248,7 @@ struct HTTPExchangeStateMachine {
             attempt += 1
             return .closeClient
         }
-        if reusedConnection && !bodySent && !retried {
+        if reusedConnection && !bodySent && !retried && !interimSeen {
             retried = true
             state = .connecting
             return .retry(attempt: connectStarted(), resendEnd: requestEnded)

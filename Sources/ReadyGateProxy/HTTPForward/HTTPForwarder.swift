@@ -46,6 +46,8 @@ final class HTTPForwarder {
     private var requestMethod = HTTPMethod.GET
     private var requestVersion = HTTPVersion.http1_1
     private var clientKeepAlive = false
+    /// The proxy answered the request's `Expect: 100-continue` itself.
+    private var answeredContinue = false
     private var clientNeedsFlush = false
     /// The exchange's timer, armed when its backend connection is there: it bounds the time without
     /// progress (a request body part or its end, the response head or a body part, or either side
@@ -95,7 +97,8 @@ final class HTTPForwarder {
             proto: forwardedProto
         )
         machine.requestStarted(clientKeepAlive: keepAlive)
-        if ForwardedMessage.expectsContinue(head) {
+        answeredContinue = ForwardedMessage.expectsContinue(head)
+        if answeredContinue {
             context.writeAndFlush(
                 NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))),
                 promise: nil
@@ -163,8 +166,24 @@ final class HTTPForwarder {
 
     // MARK: Backend side (called by the upstream handler)
 
+    /// An interim answer (`103 Early Hints`, say) goes to the client before the final one, its
+    /// hop-by-hop fields removed. Not to an HTTP/1.0 client (RFC 9110 §15.2), and not a `100
+    /// Continue` when the proxy answered the client's `Expect` itself (it asked for none).
+    private func relayInterim(_ head: HTTPResponseHead) {
+        guard machine.interimResponse() else { return }
+        exchangeTimer.lastProgress = context.eventLoop.now
+        guard requestVersion.isAtLeastHTTP11, !(head.status == .continue && answeredContinue) else { return }
+        var headers = head.headers
+        ForwardedMessage.stripHopByHop(&headers)
+        let interim = HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
+        context.write(NIOAny(HTTPServerResponsePart.head(interim)), promise: nil)
+        clientNeedsFlush = true
+    }
+
     func upstreamRead(_ part: HTTPClientResponsePart, from _: UpstreamHTTPHandler) {
         switch part {
+        case .head(let head) where head.status.code / 100 == 1 && head.status != .switchingProtocols:
+            relayInterim(head)
         case .head(let head):
             let answer = ForwardedMessage.clientResponseHead(
                 head,

@@ -153,12 +153,17 @@ extension BackendPool {
 
 extension BackendPool where Connection == UpstreamHTTPHandler {
     /// NIO's HTTP/1.1 client codec, between TLS and the handler. Framing headers are set by
-    /// ``ForwardedMessage``, not by the encoder.
+    /// ``ForwardedMessage``, not by the encoder. Interim (`1xx`) answers are passed on, for the
+    /// forwarder to relay.
     static func addHTTP1Codec(to sync: ChannelPipeline.SynchronousOperations) throws {
         var configuration = HTTPRequestEncoder.Configuration()
         configuration.automaticallySetFramingHeaders = false
         try sync.addHandler(HTTPRequestEncoder(configuration: configuration))
-        try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+        try sync.addHandler(
+            ByteToMessageHandler(
+                HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)
+            )
+        )
     }
 }
 
