@@ -150,6 +150,32 @@ struct EmbeddedFastHTTP1HandlerTests {
         #expect(!harness.client.isActive)
     }
 
+    @Test("an interim answer is relayed first; a backend that closes after it is 502, not retried")
+    func interimAnswer() throws {
+        let harness = try FastHarness()
+        try harness.send("GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        _ = try harness.sentUpstream()
+        try harness.answer(
+            "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        #expect(
+            try harness.received()
+                == "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+
+        // The next request goes out on the pooled connection; the backend answers 103 and closes. It
+        // had the request: no retry on a fresh connection (that would send it twice), a 502.
+        try harness.send("GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(harness.upstreams.count == 1)
+        _ = try harness.sentUpstream()
+        try harness.answer("HTTP/1.1 103 Early Hints\r\n\r\n")
+        try harness.upstreams[0].close().wait()
+        harness.loop.run()
+        #expect(harness.upstreams.count == 1, "no retry")
+        let text = try harness.received()
+        #expect(text.hasPrefix("HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 502 Bad Gateway\r\n"), "\(text)")
+    }
+
     @Test("the backend closing before answering is 502")
     func upstreamClosed() throws {
         let harness = try FastHarness()

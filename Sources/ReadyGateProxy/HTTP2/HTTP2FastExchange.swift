@@ -249,11 +249,10 @@ final class HTTP2FastExchange: RawUpstreamOwner {
                 if head.status < 200 {
                     // An interim answer (`103 Early Hints`, say) goes on as a HEADERS frame of its own
                     // without END_STREAM (RFC 9113 §8.1, RFC 9110 §15.2: a proxy forwards 1xx).
-                    if machine.interimResponse() {
+                    if takeInterimAnswer() {
                         let block = bytes.withUnsafeReadableBytes { Self.responseHeaders(head, from: $0) }
                         context.write(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: block))), promise: nil)
                         clientNeedsFlush = true
-                        exchangeTimer.lastProgress = context.eventLoop.now
                     }
                     bytes.moveReaderIndex(forwardBy: head.length)
                     if bytes.readableBytes == 0 {

@@ -421,8 +421,7 @@ final class FastHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
                     }
                     bytes.moveReaderIndex(forwardBy: head.length)
                     if interim {
-                        if machine.interimResponse() {
-                            exchangeTimer.lastProgress = context.eventLoop.now
+                        if takeInterimAnswer() {
                             context.write(wrapOutboundOut(out), promise: nil)
                             clientNeedsFlush = true
                         }

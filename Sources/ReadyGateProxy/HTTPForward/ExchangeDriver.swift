@@ -48,6 +48,15 @@ protocol ExchangeDriver: AnyObject {
 }
 
 extension ExchangeDriver {
+    /// An interim (`1xx`) answer came from the backend: whether to relay it (the exchange is on and
+    /// its final head not yet seen). It counts as progress, and the machine remembers it (no stale
+    /// retry after it). The driver writes it in its own form.
+    func takeInterimAnswer() -> Bool {
+        guard let eventLoop = exchangeEventLoop, machine.interimResponse() else { return false }
+        exchangeTimer.lastProgress = eventLoop.now
+        return true
+    }
+
     /// The first half of every driver's `fail`: the failure is logged with the exchange's fields,
     /// the backend connection let go; returns the status to answer with.
     func logFailureAndAbandon(_ failure: HTTPExchangeStateMachine.Failure, reason: String) -> HTTPResponseStatus {

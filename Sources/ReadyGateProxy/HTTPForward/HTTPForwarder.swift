@@ -170,9 +170,8 @@ final class HTTPForwarder {
     /// hop-by-hop fields removed. Not to an HTTP/1.0 client (RFC 9110 §15.2), and not a `100
     /// Continue` when the proxy answered the client's `Expect` itself (it asked for none).
     private func relayInterim(_ head: HTTPResponseHead) {
-        guard machine.interimResponse() else { return }
-        exchangeTimer.lastProgress = context.eventLoop.now
-        guard requestVersion.isAtLeastHTTP11, !(head.status == .continue && answeredContinue) else { return }
+        guard takeInterimAnswer(), requestVersion.isAtLeastHTTP11, !(head.status == .continue && answeredContinue)
+        else { return }
         var headers = head.headers
         ForwardedMessage.stripHopByHop(&headers)
         let interim = HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
