@@ -602,12 +602,10 @@ def scenario_flood(args) -> bool:
     result = json.loads(done[0]) if done else {}
     stop(flood)
     peak_sampled = max(r for _, r, _ in samples)
-    peak = max(peak_sampled, status["VmHWM"])
     # Before READY: the samples up to the first echo.
     ready_at = result.get("first_echo_s_min", 0)
     before = [r for t, r, _ in samples if t < ready_at] or [idle]
     slack = args.flood_clients * 65536  # documented: one read (up to 64 KiB) per session may pass the bounds
-    limit = idle + cap + slack
     print(f"flood child: {json.dumps(result)}")
     print(f"samples: {len(samples)} every ~50 ms; before READY (first echo at {ready_at:.1f} s): peak RSS "
           f"{mib(max(before))}; whole run: sampled peak {mib(peak_sampled)}, VmHWM {mib(status['VmHWM'])}; "
