@@ -2,11 +2,19 @@ import NIOCore
 
 /// A session's timers. The handshake, gate and retry timers matter until READY or the end; the
 /// close linger until both connections are closed.
+///
+/// A handle is nil unless its task is still queued (``WebSocketSession/arm(_:in:_:)`` clears it when
+/// the task runs): NIO cancels a task by searching its loop's queue of scheduled tasks from end to
+/// end, so cancelling only what is queued, and queueing nothing that outlives the session, keeps
+/// both the searches and the queue short.
 struct SessionTimers {
     var handshake: Scheduled<Void>?
     var gate: Scheduled<Void>?
     var retry: Scheduled<Void>?
     var linger: Scheduled<Void>?
+    /// The client's connection closed while a backend connection was open: that one is closed at
+    /// the latest when this fires.
+    var upstreamLinger: Scheduled<Void>?
     /// Replay: when the window for a replay closes.
     var replayWindow: Scheduled<Void>?
     /// The next keepalive round and the next idle check (spliced sessions, when configured).
@@ -38,5 +46,7 @@ struct SessionTimers {
         idleCheck = nil
         linger?.cancel()
         linger = nil
+        upstreamLinger?.cancel()
+        upstreamLinger = nil
     }
 }

@@ -14,11 +14,11 @@ extension WebSocketSession {
     func startKeepaliveAndIdleCheck() {
         if settings.pingIntervalMs > 0 {
             atFrameBoundary(of: .client) { session in session.installClientFilter() }
-            timers.keepalive = schedule(in: settings.pingIntervalMs) { $0.keepaliveRound() }
+            arm(\.keepalive, in: settings.pingIntervalMs) { $0.keepaliveRound() }
         }
         if settings.wsIdleTimeoutMs > 0 {
             idleMark = (activityBytes, nowMs)
-            timers.idleCheck = schedule(in: idleCheckInterval) { $0.idleCheck() }
+            arm(\.idleCheck, in: idleCheckInterval) { $0.idleCheck() }
         }
     }
 
@@ -47,7 +47,7 @@ extension WebSocketSession {
 
     private func keepaliveRound() {
         guard machine.isSpliceOpen else { return }
-        timers.keepalive = schedule(in: settings.pingIntervalMs) { $0.keepaliveRound() }
+        arm(\.keepalive, in: settings.pingIntervalMs) { $0.keepaliveRound() }
         for side in [SessionStateMachine.Side.client, .upstream] {
             guard let filter = filter(side) else { continue }
             filter.unansweredRounds = filter.awaitsPong ? filter.unansweredRounds + 1 : 0
@@ -85,6 +85,6 @@ extension WebSocketSession {
             perform(machine.idleTimedOut(nowMs: nowMs))
             return
         }
-        timers.idleCheck = schedule(in: idleCheckInterval) { $0.idleCheck() }
+        arm(\.idleCheck, in: idleCheckInterval) { $0.idleCheck() }
     }
 }

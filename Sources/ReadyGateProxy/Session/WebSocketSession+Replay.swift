@@ -15,7 +15,7 @@ extension WebSocketSession {
             logger.debug("replay_copy_overflow", metadata: ["bound": "\(settings.maxBufferBytes)"])
             perform(machine.replayWindowEnded(nowMs: nowMs))
         }
-        timers.replayWindow = schedule(in: ms) { $0.perform($0.machine.replayWindowEnded(nowMs: $0.nowMs)) }
+        arm(\.replayWindow, in: ms) { $0.perform($0.machine.replayWindowEnded(nowMs: $0.nowMs)) }
     }
 
     /// No replay can come any more: the copy goes, and the backend's stream flows unfiltered (a

@@ -139,13 +139,13 @@ final class WebSocketSession {
     private func perform(_ action: SessionStateMachine.Action) {
         switch action {
         case .armHandshakeTimeout(let ms):
-            timers.handshake = schedule(in: ms) { $0.perform($0.machine.handshakeTimedOut(nowMs: $0.nowMs)) }
+            arm(\.handshake, in: ms) { $0.perform($0.machine.handshakeTimedOut(nowMs: $0.nowMs)) }
         case .acceptClient:
             acceptClient()
         case .connectUpstream(let attempt):
             connectUpstream(attempt: attempt)
         case .retryConnect(let attempt, let afterMs):
-            timers.retry = schedule(in: afterMs) {
+            arm(\.retry, in: afterMs) {
                 $0.perform($0.machine.retryDue(attempt: attempt, nowMs: $0.nowMs))
             }
         case .dropUpstreamAttempt(let attempt):
@@ -155,7 +155,7 @@ final class WebSocketSession {
         case .switchUpstream(let watchForReadyMessage):
             switchUpstream(watchForReadyMessage: watchForReadyMessage)
         case .armGateDelay(let ms):
-            timers.gate = schedule(in: ms) {
+            arm(\.gate, in: ms) {
                 $0.perform($0.machine.gateDelayElapsed(adaptedDelayMs: $0.environment.gateDelayMs, nowMs: $0.nowMs))
             }
         case .flushAndSplice:
@@ -190,7 +190,7 @@ final class WebSocketSession {
         case .passHalfClose(let side):
             close(side, mode: .output)
         case .armCloseLinger(let ms):
-            timers.linger = schedule(in: ms) { $0.perform($0.machine.closeLingerExpired(nowMs: $0.nowMs)) }
+            arm(\.linger, in: ms) { $0.perform($0.machine.closeLingerExpired(nowMs: $0.nowMs)) }
         case .notePattern(let event):
             logEvent(event)
             if event.pattern == .upstreamErrorAfterReady && !adaptiveDelayTold {
@@ -204,8 +204,19 @@ final class WebSocketSession {
         }
     }
 
-    func schedule(in ms: Int, _ body: @escaping (WebSocketSession) -> Void) -> Scheduled<Void> {
-        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) { [self] in body(self) }
+    /// Arms the session's timer in `slot` to run `body` in `ms` milliseconds. The handle is let go of
+    /// when the timer fires, so that the session never cancels a task that already ran: NIO finds a
+    /// task to cancel by a linear search of its event loop's scheduled tasks, which for a task no
+    /// longer there is a search of all of them.
+    func arm(
+        _ slot: WritableKeyPath<SessionTimers, Scheduled<Void>?>,
+        in ms: Int,
+        _ body: @escaping (WebSocketSession) -> Void
+    ) {
+        timers[keyPath: slot] = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) { [self] in
+            timers[keyPath: slot] = nil
+            body(self)
+        }
     }
 
     /// Writes a close frame the proxy made to `side` (masked towards the backend, RFC 6455 §5.3);
@@ -295,8 +306,10 @@ final class WebSocketSession {
         if !machine.hasEnded { perform(machine.inputClosed(.client, gone: true, nowMs: nowMs)) }
         // Whatever is still open upstream has the close linger to finish; then it is closed.
         if openUpstreamChannels > 0 {
+            // Cancelled when the session finishes first (as it usually does), so that a burst of
+            // ending sessions does not leave its timers queued on the event loop for seconds.
             let linger = settings.closeLinger + settings.timing.handshakeTimeoutMs
-            _ = schedule(in: linger) { session in
+            arm(\.upstreamLinger, in: linger) { session in
                 session.upstreamChannel?.close(promise: nil)
                 for future in session.attempts.values { future.whenSuccess { $0.close(promise: nil) } }
             }
