@@ -18,6 +18,22 @@ enum ChannelTuning {
     /// the bound is the write buffer plus one receive buffer per direction.
     static let relayMessagesPerRead: UInt = 1
 
+    /// Sets what every proxied connection gets: its peer may half-close (a WebSocket or HTTP peer that
+    /// ends its output still reads the answer), no Nagle delay, and ``receiveAllocator``. Called at
+    /// the start of a channel initializer, so before the channel registers or connects.
+    ///
+    /// Set through `syncOptions` rather than as bootstrap options: a bootstrap applies its options
+    /// one after another through a chain of futures, per connection, which cost about 5 % of the
+    /// user-space CPU of a new WebSocket session (two connections) in a `perf` profile of
+    /// `ws-bench sessions`. `ClientBootstrap` also sets `TCP_NODELAY` by default: `nodelay: false`
+    /// leaves that one to it and saves a second `setsockopt`.
+    static func applyConnectionOptions(to channel: any Channel, nodelay: Bool = true) throws {
+        guard let options = channel.syncOptions else { return }
+        try options.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+        if nodelay { try options.setOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1) }
+        try options.setOption(ChannelOptions.recvAllocator, value: receiveAllocator)
+    }
+
     /// Applies ``relayMessagesPerRead`` to a socket channel that is becoming a relay half.
     static func tuneForRelay(_ channel: any Channel) throws {
         try channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: relayMessagesPerRead)

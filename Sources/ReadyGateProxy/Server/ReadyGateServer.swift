@@ -31,11 +31,9 @@ public final class ReadyGateServer: Sendable {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-            .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(ChannelOptions.recvAllocator, value: ChannelTuning.receiveAllocator)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try ChannelTuning.applyConnectionOptions(to: channel)
                     if environment.connectionLimit.admit(channel) {
                         try ConnectionPipeline.configure(channel: channel, environment: environment)
                     } else {

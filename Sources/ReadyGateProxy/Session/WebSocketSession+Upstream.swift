@@ -14,12 +14,10 @@ extension WebSocketSession {
         let tlsFailures = environment.tls.upstreamFailures
         let connect = ClientBootstrap(group: eventLoop)
             .connectTimeout(.milliseconds(Int64(remaining)))
-            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-            .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-            .channelOption(ChannelOptions.recvAllocator, value: ChannelTuning.receiveAllocator)
-            .channelOption(ChannelOptions.maxMessagesPerRead, value: ChannelTuning.relayMessagesPerRead)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try ChannelTuning.applyConnectionOptions(to: channel, nodelay: false)
+                    try ChannelTuning.tuneForRelay(channel)
                     let sync = channel.pipeline.syncOperations
                     // TLS below everything: the switch after the 101 and the EOF gate work on the
                     // decrypted stream; a failed handshake reaches the handshake handler as an
