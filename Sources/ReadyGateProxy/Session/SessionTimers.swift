@@ -23,6 +23,12 @@ struct SessionTimers {
 
     /// Cancels the handshake, gate and retry timers. A cancelled task still holds its closure
     /// while referenced, so the handles go too.
+    /// Nothing is armed.
+    var isEmpty: Bool {
+        handshake == nil && gate == nil && retry == nil && linger == nil && upstreamLinger == nil
+            && replayWindow == nil && keepalive == nil && idleCheck == nil
+    }
+
     mutating func cancelHandshakeTimers() {
         handshake?.cancel()
         gate?.cancel()
@@ -50,3 +56,15 @@ struct SessionTimers {
         upstreamLinger = nil
     }
 }
+
+/// A session's ``SessionTimers`` by reference, while any is armed.
+final class TimerBox {
+    var timers: SessionTimers
+
+    init(_ timers: SessionTimers) {
+        self.timers = timers
+    }
+}
+
+@available(*, unavailable)
+extension TimerBox: Sendable {}

@@ -51,7 +51,21 @@ final class WebSocketSession {
     private var adaptiveDelayTold = false
     private var clientClosed = false
     private var finished = false
-    var timers = SessionTimers()
+    /// The armed timers, boxed: a spliced session with none armed (the usual idle session) keeps a
+    /// nil reference instead of eight handles inline.
+    private var timerBox: TimerBox?
+    var timers: SessionTimers {
+        get { timerBox?.timers ?? SessionTimers() }
+        set {
+            if newValue.isEmpty {
+                timerBox = nil
+            } else if let timerBox {
+                timerBox.timers = newValue
+            } else {
+                timerBox = TimerBox(newValue)
+            }
+        }
+    }
 
     init(
         environment: ProxyEnvironment,
