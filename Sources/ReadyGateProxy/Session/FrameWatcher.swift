@@ -22,7 +22,7 @@ final class FrameWatcher: ChannelInboundHandler {
     private var bytesAfterStop: UInt64 = 0
     /// Looks for the ready message in the backend's frames (upstream half, message gate, until it
     /// matched). Boxed: a spliced session keeps a nil pointer, not a matcher's worth of bytes.
-    private var readyMatch: ReadyMatch?
+    private var readyMatch: Boxed<ReadyMessageMatcher>?
     private var sawCloseFrame = false
     /// Called once, in order, after the read that leaves the stream at a frame boundary
     /// (keepalive: a ping of the proxy's may go into this direction's stream only between frames).
@@ -52,7 +52,7 @@ final class FrameWatcher: ChannelInboundHandler {
 
     /// Starts looking for the backend's ready message.
     func watchForReadyMessage(_ readyMessage: String) {
-        readyMatch = ReadyMatch(ReadyMessageMatcher(readyMessage: readyMessage))
+        readyMatch = Boxed(ReadyMessageMatcher(readyMessage: readyMessage))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -70,8 +70,8 @@ final class FrameWatcher: ChannelInboundHandler {
             do throws(WebSocketProtocolError) {
                 try watching.scan(bytes) { event in
                     if let readyMatch {
-                        readyMatch.matcher.observe(event, in: bytes)
-                        ready = ready || readyMatch.matcher.matched
+                        readyMatch.value.observe(event, in: bytes)
+                        ready = ready || readyMatch.value.matched
                     }
                     if case .frameEnd(let header, _, let code) = event, header.opcode == .close, closeCode == nil {
                         closeCode = .some(code)
@@ -122,15 +122,3 @@ final class FrameWatcher: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension FrameWatcher: Sendable {}
-
-/// A ``ReadyMessageMatcher`` by reference.
-final class ReadyMatch {
-    var matcher: ReadyMessageMatcher
-
-    init(_ matcher: ReadyMessageMatcher) {
-        self.matcher = matcher
-    }
-}
-
-@available(*, unavailable)
-extension ReadyMatch: Sendable {}

@@ -56,15 +56,3 @@ struct SessionTimers {
         upstreamLinger = nil
     }
 }
-
-/// A session's ``SessionTimers`` by reference, while any is armed.
-final class TimerBox {
-    var timers: SessionTimers
-
-    init(_ timers: SessionTimers) {
-        self.timers = timers
-    }
-}
-
-@available(*, unavailable)
-extension TimerBox: Sendable {}

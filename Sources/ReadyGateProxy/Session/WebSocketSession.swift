@@ -53,16 +53,16 @@ final class WebSocketSession {
     private var finished = false
     /// The armed timers, boxed: a spliced session with none armed (the usual idle session) keeps a
     /// nil reference instead of eight handles inline.
-    private var timerBox: TimerBox?
+    private var timerBox: Boxed<SessionTimers>?
     var timers: SessionTimers {
-        get { timerBox?.timers ?? SessionTimers() }
+        get { timerBox?.value ?? SessionTimers() }
         set {
             if newValue.isEmpty {
                 timerBox = nil
             } else if let timerBox {
-                timerBox.timers = newValue
+                timerBox.value = newValue
             } else {
-                timerBox = TimerBox(newValue)
+                timerBox = Boxed(newValue)
             }
         }
     }
