@@ -21,14 +21,14 @@ struct SessionTimers {
     var keepalive: Scheduled<Void>?
     var idleCheck: Scheduled<Void>?
 
-    /// Cancels the handshake, gate and retry timers. A cancelled task still holds its closure
-    /// while referenced, so the handles go too.
     /// Nothing is armed.
     var isEmpty: Bool {
         handshake == nil && gate == nil && retry == nil && linger == nil && upstreamLinger == nil
             && replayWindow == nil && keepalive == nil && idleCheck == nil
     }
 
+    /// Cancels the handshake, gate and retry timers. A cancelled task still holds its closure
+    /// while referenced, so the handles go too.
     mutating func cancelHandshakeTimers() {
         handshake?.cancel()
         gate?.cancel()
