@@ -70,8 +70,12 @@ public enum DemoWebSocketClient {
                             return channel.eventLoop.makeSucceededFuture(.refused)
                         }
                     )
+                    // Frames that came in the same read as the `101` (a server that greets at once, on a
+                    // loaded machine) are passed on to the WebSocket decoder; NIO's default drops them.
+                    var pipeline = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: configuration)
+                    pipeline.leftOverBytesStrategy = .forwardBytes
                     return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
-                        configuration: .init(upgradeConfiguration: configuration)
+                        configuration: pipeline
                     )
                 }
             }

@@ -193,16 +193,17 @@ final class ScriptedBackend: Sendable {
 }
 
 extension ScriptedConnection {
-    /// Reads the upgrade request and answers `101` with the right `Sec-WebSocket-Accept`.
-    mutating func acceptUpgrade() async throws {
+    /// Reads the upgrade request and answers `101` with the right `Sec-WebSocket-Accept`, followed in
+    /// the same write by `firstBytes` (frames the backend sends at once).
+    mutating func acceptUpgrade(then firstBytes: [UInt8] = []) async throws {
         guard let head = try await readHead() else { throw ScriptError.ended("no upgrade request") }
         let key =
             head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("sec-websocket-key:") }
             .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) } ?? ""
-        try await write(
+        let head101 =
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                + "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: key))\r\n\r\n"
-        )
+            + "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: key))\r\n\r\n"
+        try await write(Array(head101.utf8) + firstBytes)
     }
 
     /// Reads the upgrade request and answers with `status` (a final, bodiless answer).
