@@ -4,33 +4,84 @@ import NIOHTTP1
 import NIOPosix
 import ReadyGateCore
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// The proxy's HTTP/1.1 listener. Every accepted connection gets an HTTP decoder, encoder and an
 /// ``HTTPEntryHandler``; WebSocket upgrades become sessions on the connection's event loop. A
 /// connection past `READYGATE_MAX_CONNECTIONS` gets a ``ConnectionRefusalHandler`` instead (`503`).
+///
+/// One listening socket per event loop, all bound to the same address with `SO_REUSEPORT`: the
+/// kernel spreads new connections over them, and each loop accepts onto itself. With a single
+/// listener, most accepted connections would be handed to another loop (NIO's round robin), which
+/// costs a wake-up of that loop's thread before the request is read: about 0.05 ms of a new
+/// session's first echo here (docs/benchmarks.md).
 public final class ReadyGateServer: Sendable {
     public let environment: ProxyEnvironment
     private let group: any EventLoopGroup
-    private let channel: any Channel
+    /// The listening sockets, one per event loop.
+    let channels: [any Channel]
 
-    private init(environment: ProxyEnvironment, group: any EventLoopGroup, channel: any Channel) {
+    private init(environment: ProxyEnvironment, group: any EventLoopGroup, channels: [any Channel]) {
         self.environment = environment
         self.group = group
-        self.channel = channel
+        self.channels = channels
     }
 
     /// The address the listener is bound to (with the real port when 0 was asked for).
-    public var localAddress: SocketAddress? { channel.localAddress }
+    public var localAddress: SocketAddress? { channels[0].localAddress }
 
     /// The bound port.
-    public var port: Int { channel.localAddress?.port ?? 0 }
+    public var port: Int { localAddress?.port ?? 0 }
 
-    /// Binds the listener on `environment.settings.listen`.
+    /// Binds the listener on `environment.settings.listen`: the first event loop's socket on that
+    /// address (a free port when it says 0), every other loop's on the address the first one got.
+    ///
+    /// `SO_REUSEPORT` would also let this process share a port that another process of the same
+    /// user listens on with the option, where the bind should fail. So a fixed port is first bound
+    /// once without it: a port in use by anyone fails the start with `EADDRINUSE`, as it would
+    /// without the option.
     public static func start(environment: ProxyEnvironment, group: any EventLoopGroup) async throws -> ReadyGateServer {
         TypeMetadataWarmUp.run()
         let listen = environment.settings.listen
-        let channel = try await ServerBootstrap(group: group)
+        let loops = Array(group.makeIterator())
+        if listen.port != 0 {
+            // It never accepts: a connection that reaches it in the moment it listens is reset.
+            let probe = try await ServerBootstrap(group: loops[0])
+                .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(ChannelOptions.autoRead, value: false)
+                .bind(host: listen.host, port: listen.port)
+                .get()
+            try await probe.close()
+        }
+        let first = try await bootstrap(on: loops[0], environment: environment)
+            .bind(host: listen.host, port: listen.port)
+            .get()
+        var channels = [first]
+        do {
+            if loops.count > 1, let address = first.localAddress {
+                for loop in loops.dropFirst() {
+                    channels.append(try await bootstrap(on: loop, environment: environment).bind(to: address).get())
+                }
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw error
+        }
+        return ReadyGateServer(environment: environment, group: group, channels: channels)
+    }
+
+    /// A listener on `loop` whose connections stay on `loop`.
+    private static func bootstrap(on loop: any EventLoop, environment: ProxyEnvironment) -> ServerBootstrap {
+        ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseport), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try ChannelTuning.applyConnectionOptions(to: channel)
@@ -41,9 +92,6 @@ public final class ReadyGateServer: Sendable {
                     }
                 }
             }
-            .bind(host: listen.host, port: listen.port)
-            .get()
-        return ReadyGateServer(environment: environment, group: group, channel: channel)
     }
 
     /// Installs the HTTP/1.1 handlers on a fresh connection. Public for the fuzz target that feeds
@@ -79,10 +127,12 @@ public final class ReadyGateServer: Sendable {
     /// in flight run on. Closing twice is harmless.
     public func close() async throws {
         environment.httpPools.closeAll()
-        do {
-            try await channel.close()
-        } catch ChannelError.alreadyClosed {
-            return
+        for channel in channels {
+            do {
+                try await channel.close()
+            } catch ChannelError.alreadyClosed {
+                continue
+            }
         }
     }
 
@@ -129,5 +179,12 @@ public final class ReadyGateServer: Sendable {
     }
 
     /// Completes when the listener is closed.
-    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+    public var closeFuture: EventLoopFuture<Void> {
+        EventLoopFuture.andAllComplete(channels.map(\.closeFuture), on: channels[0].eventLoop)
+    }
+}
+
+extension NIOBSDSocket.Option {
+    /// `SO_REUSEPORT`, which NIO does not name: several sockets of this process bound to one address.
+    static let so_reuseport = NIOBSDSocket.Option(rawValue: SO_REUSEPORT)
 }
