@@ -47,6 +47,9 @@ public final class ConnectionRegistry: Sendable {
     /// Members not yet finished.
     public var count: Int { state.withLockedValue { $0.members.count } }
 
+    /// The members not yet finished, each usable on its event loop (for tests that follow one).
+    var members: [NIOLoopBound<any ShutdownParticipant>] { state.withLockedValue { Array($0.members.values) } }
+
     /// Registers a member. One added during a shutdown (a connection accepted just before the
     /// listener closed, a session whose upgrade was read meanwhile) is told at once.
     func add(_ member: any ShutdownParticipant, on eventLoop: any EventLoop) {
