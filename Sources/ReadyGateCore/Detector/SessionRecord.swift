@@ -22,8 +22,18 @@ public struct SessionRecord: Sendable {
     public var replays = 0
     /// Milliseconds since start at which each state was entered.
     public var stateTimes = SessionStateTimes()
-    public var clientToUpstream = WebSocketTrafficStats()
-    public var upstreamToClient = WebSocketTrafficStats()
+    public var clientToUpstream: WebSocketTrafficStats {
+        get { traffic?.clientToUpstream ?? WebSocketTrafficStats() }
+        set { traffic = Traffic(clientToUpstream: newValue, upstreamToClient: upstreamToClient) }
+    }
+    public var upstreamToClient: WebSocketTrafficStats {
+        get { traffic?.upstreamToClient ?? WebSocketTrafficStats() }
+        set { traffic = Traffic(clientToUpstream: clientToUpstream, upstreamToClient: newValue) }
+    }
+    /// The two directions' counters are set at the session's end (and when a replay lets a backend
+    /// connection go), so a live record keeps a nil reference instead of 120 bytes of zeros; every
+    /// set makes a new box, so copies of the record never share a change.
+    private var traffic: Traffic?
     /// Client frames and bytes held before READY.
     public var earlyFrames = 0
     public var earlyBytes = 0
@@ -66,6 +76,16 @@ public struct SessionRecord: Sendable {
         guard !patterns.contains(pattern) else { return false }
         patterns.append(pattern)
         return true
+    }
+
+    private final class Traffic: Sendable {
+        let clientToUpstream: WebSocketTrafficStats
+        let upstreamToClient: WebSocketTrafficStats
+
+        init(clientToUpstream: WebSocketTrafficStats, upstreamToClient: WebSocketTrafficStats) {
+            self.clientToUpstream = clientToUpstream
+            self.upstreamToClient = upstreamToClient
+        }
     }
 
     /// The summary line's fields, in a stable order.
