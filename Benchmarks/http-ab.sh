@@ -15,7 +15,8 @@
 #
 # Environment: ECHO_BIN (the ws-echo backend, default Benchmarks/.build/release/ws-echo), BENCH_BIN
 # (ws-bench, default beside it), THREADS (2), DURATION (4s), CONNECTIONS (50; 20 loops for sessions),
-# INFLIGHT (8) and SIZE (64) for messages.
+# INFLIGHT (8) and SIZE (64) for messages, LOG_LEVEL (ReadyGate's, default warning; `info` logs each
+# session's summary, as in production; the log goes to a file in the work directory).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 before="$1"
@@ -25,6 +26,7 @@ ECHO_BIN="${ECHO_BIN:-$here/.build/release/ws-echo}"
 THREADS="${THREADS:-2}"
 DURATION="${DURATION:-4s}"
 MODE="${MODE:-http}"
+LOG_LEVEL="${LOG_LEVEL:-warning}"
 INFLIGHT="${INFLIGHT:-8}"
 SIZE="${SIZE:-64}"
 BENCH_BIN="${BENCH_BIN:-$(dirname "$ECHO_BIN")/ws-bench}"
@@ -110,7 +112,7 @@ run_readygate() {
     local delay=()
     [[ "$MODE" == sessions ]] && delay=(READYGATE_BASE_DELAY_MS=0 READYGATE_HANDSHAKE_TIMEOUT_MS=5000)
     env "${delay[@]}" READYGATE_LISTEN="127.0.0.1:$PORT" READYGATE_UPSTREAM="http://127.0.0.1:$ECHO_PORT" READYGATE_ENV=testing \
-        READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL=warning READYGATE_ADMIN_LISTEN=off \
+        READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL="$LOG_LEVEL" READYGATE_ADMIN_LISTEN=off \
         "$bin" serve >"$WORK/$label.log" 2>&1 &
     local pid=$!
     wait_port

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ReadyGateCore
+import ReadyGateTestSupport
 import Testing
 
 @testable import ReadyGateProxy
@@ -186,5 +187,63 @@ struct EmbeddedStructuredLogHandlerTests {
         #expect(handler.metadata == ["session": "abc"])
         #expect(handler.logLevel == .info)
         #expect(handler.format == .json)
+    }
+
+    /// The escaper as it was written first, over Unicode scalars: the byte-level one must give the same literal.
+    static func scalarEscaped(_ text: String) -> String {
+        var line = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": line += "\\\""
+            case "\\": line += "\\\\"
+            case "\n": line += "\\n"
+            case "\r": line += "\\r"
+            case "\t": line += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                line += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: line.unicodeScalars.append(scalar)
+            }
+        }
+        return line + "\""
+    }
+
+    @Test("the byte-level escaper matches the scalar one on random text (ASCII, controls, quotes, multi-byte)")
+    func escaperMatchesScalarOracle() throws {
+        let alphabet: [Unicode.Scalar] = [
+            "a", "Z", "0", " ", "\"", "\\", "/", "\n", "\r", "\t", "\u{0}", "\u{1f}", "\u{7f}", "é", "€", "😀",
+            "\u{2028}",
+        ]
+        var random = SplitMix64(seed: 7)
+        for _ in 0..<2000 {
+            var text = ""
+            for _ in 0..<Int.random(in: 0...24, using: &random) {
+                text.unicodeScalars.append(alphabet[Int.random(in: 0..<alphabet.count, using: &random)])
+            }
+            var bytes: [UInt8] = []
+            StructuredLogHandler.appendJSONString(text, to: &bytes)
+            let literal = String(decoding: bytes, as: UTF8.self)
+            #expect(literal == Self.scalarEscaped(text), "\(text.debugDescription)")
+            let decoded = try JSONSerialization.jsonObject(with: Data("[\(literal)]".utf8)) as? [String]
+            #expect(decoded == [text], "\(text.debugDescription)")
+        }
+    }
+
+    @Test("an event's fields and the handler's both reach the line, the event's value winning on a shared key")
+    func eventAndHandlerFields() throws {
+        let fields = StructuredLogHandler.fields(
+            handler: ["session": "abc", "path": "/old"],
+            event: ["path": "/ws", "bytes_in": "70"]
+        )
+        let line = String(
+            decoding: StructuredLogHandler.jsonBytes(level: .info, message: "session_summary", fields: fields),
+            as: UTF8.self
+        )
+        let object = try Self.parse(line)
+        #expect(object["session"] as? String == "abc")
+        #expect(object["path"] as? String == "/ws")
+        #expect(object["bytes_in"] as? String == "70")
+        #expect(line.hasSuffix(#","bytes_in":"70","path":"/ws","session":"abc"}"# + "\n"), "keys sorted: \(line)")
+        #expect(StructuredLogHandler.fields(handler: [:], event: nil).isEmpty)
     }
 }

@@ -297,7 +297,7 @@ final class WebSocketSession {
     private func logInfo(_ message: String, fields: @autoclosure () -> [(String, String)]) {
         guard environment.logger.logLevel <= .info else { return }
         var metadata = Logger.Metadata()
-        for (key, value) in fields() { metadata[key] = "\(value)" }
+        for (key, value) in fields() { metadata[key] = .string(value) }
         logger.info("\(message)", metadata: metadata)
     }
 
