@@ -247,3 +247,21 @@ struct EmbeddedStructuredLogHandlerTests {
         #expect(StructuredLogHandler.fields(handler: [:], event: nil).isEmpty)
     }
 }
+
+/// The line formats as the tests read them: strings, from a metadata dictionary.
+extension StructuredLogHandler {
+    static func jsonLine(level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
+        let fields = fields(handler: [:], event: metadata)
+        return String(decoding: jsonBytes(level: level, message: message, fields: fields), as: UTF8.self)
+    }
+
+    static func textLine(level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
+        textLine(level: level, message: message, fields: fields(handler: [:], event: metadata))
+    }
+
+    static func appendJSONString(_ text: String, to line: inout String) {
+        var bytes: [UInt8] = []
+        appendJSONString(text, to: &bytes)
+        line += String(decoding: bytes, as: UTF8.self)
+    }
+}

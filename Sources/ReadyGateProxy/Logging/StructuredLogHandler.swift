@@ -30,14 +30,10 @@ public struct StructuredLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
+        let fields = Self.fields(handler: metadata, event: event.metadata)
         switch format {
-        case .json:
-            let fields = Self.fields(handler: metadata, event: event.metadata)
-            LogOutput.emit(Self.jsonBytes(level: event.level, message: "\(event.message)", fields: fields))
-        case .text:
-            var merged = metadata
-            if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-            LogOutput.emit(Self.textLine(level: event.level, message: "\(event.message)", metadata: merged))
+        case .json: LogOutput.emit(Self.jsonBytes(level: event.level, message: "\(event.message)", fields: fields))
+        case .text: LogOutput.emit(Self.textLine(level: event.level, message: "\(event.message)", fields: fields))
         }
     }
 
@@ -67,11 +63,6 @@ public struct StructuredLogHandler: LogHandler {
         }
     }
 
-    static func jsonLine(level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
-        let fields = metadata.map { (key: $0.key, value: $0.value) }
-        return String(decoding: jsonBytes(level: level, message: message, fields: fields), as: UTF8.self)
-    }
-
     /// One JSON line as UTF-8 bytes: `severity`, `message`, `time`, then the fields sorted by key
     /// (the three names of the line's own are not taken from the fields).
     static func jsonBytes(
@@ -99,9 +90,14 @@ public struct StructuredLogHandler: LogHandler {
         return line
     }
 
-    static func textLine(level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
+    /// One line for people: time, severity, message, then `key=value` for each field, sorted by key.
+    static func textLine(
+        level: Logger.Level,
+        message: String,
+        fields: [(key: String, value: Logger.MetadataValue)]
+    ) -> String {
         var line = "\(timestamp()) \(severity(level)) \(message)"
-        for key in metadata.keys.sorted() { line += " \(key)=\(metadata[key]!)" }
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) { line += " \(key)=\(value)" }
         return line + "\n"
     }
 
@@ -133,13 +129,6 @@ public struct StructuredLogHandler: LogHandler {
             }
             line.append(UInt8(ascii: "}"))
         }
-    }
-
-    /// Appends `text` as a JSON string literal (RFC 8259 §7).
-    static func appendJSONString(_ text: String, to line: inout String) {
-        var bytes: [UInt8] = []
-        appendJSONString(text, to: &bytes)
-        line += String(decoding: bytes, as: UTF8.self)
     }
 
     /// Appends `text` as a JSON string literal (RFC 8259 §7) in UTF-8: runs of bytes that need no
