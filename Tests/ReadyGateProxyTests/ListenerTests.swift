@@ -14,10 +14,7 @@ struct ListenerTests {
         try await withOwnLoops { group in
             let backend = try await ScriptedBackend(script: { _, backend in
                 try await backend.acceptUpgrade()
-                while let frame = try await backend.readFrame() {
-                    if frame.opcode == 0x8 { return }
-                    try await backend.write(serverFrame(.text, frame.payload))
-                }
+                try await backend.echoUntilClose()
             })
             let proxy = try await ProxyFixture.start(upstreamPort: backend.port, group: group) {
                 $0.readyGate = .delay

@@ -12,17 +12,6 @@ extension SessionFailurePathTests {
         settings.timing.handshakeTimeoutMs = 2000
     }
 
-    /// A backend connection that echoes every data frame until the client's close, then answers it.
-    static func echoUntilClose(_ backend: inout ScriptedConnection) async throws {
-        while let frame = try await backend.readFrame() {
-            if frame.opcode == 0x8 {
-                try await backend.write(serverFrame(.close, frame.payload))
-                return
-            }
-            if frame.opcode == 0x1 { try await backend.write(serverFrame(.text, frame.payload)) }
-        }
-    }
-
     /// The client sends `messages` at once, then reads until it has as many echoes (or a close).
     static func sendAndCollect(_ messages: [String], port: Int) async throws -> [WireFrame] {
         try await RawClient.session(port: port) { client in
@@ -50,7 +39,7 @@ extension SessionFailurePathTests {
                     try await backend.write(serverFrame(.close, closePayload(1011, "not set up")))
                     while let frame = try await backend.readFrame(), frame.opcode != 0x8 {}
                 } else {
-                    try await Self.echoUntilClose(&backend)
+                    try await backend.echoUntilClose()
                 }
             }
         ) { proxy in
@@ -78,7 +67,7 @@ extension SessionFailurePathTests {
                     _ = try await backend.expectFrame()
                     try await backend.drop()
                 } else {
-                    try await Self.echoUntilClose(&backend)
+                    try await backend.echoUntilClose()
                 }
             }
         ) { proxy in
@@ -148,7 +137,7 @@ extension SessionFailurePathTests {
                 try await backend.write(serverFrame(.ping, Array("backend ping".utf8)))
                 try await backend.write(serverFrame(.pong, Array("unsolicited".utf8)))
                 try await backend.write(serverFrame(.pong, ping.payload))
-                try await Self.echoUntilClose(&backend)
+                try await backend.echoUntilClose()
             }
         ) { proxy in
             let frames = try await Self.sendAndCollect(["early"], port: proxy.port)
@@ -176,7 +165,7 @@ extension SessionFailurePathTests {
                     failing.yield()
                     while let frame = try await backend.readFrame(), frame.opcode != 0x8 {}
                 } else {
-                    try await Self.echoUntilClose(&backend)
+                    try await backend.echoUntilClose()
                 }
             }
         ) { proxy in
@@ -219,7 +208,7 @@ extension SessionFailurePathTests {
                     try await backend.drop()
                 default:
                     try await backend.acceptUpgrade()
-                    try await Self.echoUntilClose(&backend)
+                    try await backend.echoUntilClose()
                 }
             }
         ) { proxy in

@@ -212,6 +212,17 @@ extension ScriptedConnection {
         try await write("HTTP/1.1 \(status) No\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     }
 
+    /// Echoes every text frame until the client's close, then answers that close.
+    mutating func echoUntilClose() async throws {
+        while let frame = try await readFrame() {
+            if frame.opcode == 0x8 {
+                try await write(serverFrame(.close, frame.payload))
+                return
+            }
+            if frame.opcode == 0x1 { try await write(serverFrame(.text, frame.payload)) }
+        }
+    }
+
     mutating func expectFrame() async throws -> WireFrame {
         guard let frame = try await readFrame() else { throw ScriptError.ended("no frame") }
         return frame
