@@ -43,7 +43,7 @@ OUT="${OUT:-$ROOT/docs/benchmarks.md}"
 # Fixed ports below the ephemeral range (widened to 15000-64999 below), so that no outgoing
 # connection can take them.
 ECHO_PORT=10001
-declare -A PORT=([direct]=$ECHO_PORT [nginx]=10101 [haproxy]=10102 [readygate]=10103 [readygate0]=10104)
+declare -A PORT=([direct]=$ECHO_PORT [nginx]=10101 [haproxy]=10102 [readygate]=10103 [readygate0]=10104 [readygate0d]=10105)
 STARTUP_PORT=10105
 HELLO_PORT=10106
 
@@ -160,7 +160,7 @@ proxy_cmd() { # target port -> command line (array in PROXY_CMD)
         sed "s/PORT/$port/" "$WORK/haproxy.cfg" >"$WORK/haproxy-$port.cfg"
         PROXY_CMD=("$(command -v haproxy)" -f "$WORK/haproxy-$port.cfg" -db)
         ;;
-    readygate | readygate0)
+    readygate | readygate0 | readygate0d)
         PROXY_CMD=("$RG_BIN" serve)
         ;;
     esac
@@ -170,7 +170,13 @@ proxy_env() { # target port
     export READYGATE_LISTEN="127.0.0.1:$2" READYGATE_UPSTREAM="http://127.0.0.1:$ECHO_PORT" READYGATE_ENV=testing \
         READYGATE_THREADS="$THREADS" READYGATE_LOG_LEVEL=warning READYGATE_ADMIN_LISTEN=off \
         READYGATE_HANDSHAKE_TIMEOUT_MS="${READYGATE_HANDSHAKE_TIMEOUT_MS:-5000}"
-    if [[ "$1" == readygate0 ]]; then export READYGATE_BASE_DELAY_MS=0; else unset READYGATE_BASE_DELAY_MS; fi
+    # readygate0: the default (ping) gate with the delay at 0; readygate0d: the delay gate at 0, which
+    # releases the held frame on the backend's 101 (no ping round trip). First echo only, both.
+    unset READYGATE_BASE_DELAY_MS READYGATE_READY_GATE
+    case "$1" in
+    readygate0) export READYGATE_BASE_DELAY_MS=0 ;;
+    readygate0d) export READYGATE_BASE_DELAY_MS=0 READYGATE_READY_GATE=delay ;;
+    esac
 }
 
 start_proxy() { # target
@@ -206,7 +212,7 @@ measure_round() { # target pid round
     log "round $round: $target"
 
     record "$(bench first-echo --port "$port" --label "$target" --sessions "$FIRST_SESSIONS" | "${tag[@]}")"
-    [[ "$target" == readygate0 ]] && return 0
+    [[ "$target" == readygate0* ]] && return 0
 
     # Closed-loop throughput, with the proxy's CPU before and after.
     read -r u0 s0 <<<"$(cpu_ticks "$pid")"
@@ -293,7 +299,7 @@ rotate() { # n words... -> the words rotated left by n
 run_rounds() {
     local t r order
     declare -gA RUNNING_PID=()
-    log "$ROUNDS interleaved rounds over: $TARGETS${RG0:+ readygate0}"
+    log "$ROUNDS interleaved rounds over: $TARGETS${RG0:+ $RG0}"
     for t in $TARGETS $RG0; do
         start_proxy "$t"
         RUNNING_PID[$t]="${PROXY_PID:-$ECHO_PID}"
@@ -302,7 +308,7 @@ run_rounds() {
     for r in $(seq "$ROUNDS"); do
         order="$(rotate "$((r - 1))" $TARGETS $RG0)"
         for t in $order; do measure_round "$t" "${RUNNING_PID[$t]}" "$r"; done
-        for t in $order; do [[ "$t" == readygate0 ]] || measure_idle "$t" "$r"; done
+        for t in $order; do [[ "$t" == readygate0* ]] || measure_idle "$t" "$r"; done
     done
     for t in $TARGETS $RG0; do
         [[ "$t" == direct ]] || kill "${RUNNING_PID[$t]}" 2>/dev/null || true
@@ -330,7 +336,7 @@ done
 
 start_echo
 RG0=""
-[[ " $TARGETS " == *" readygate "* ]] && RG0=readygate0
+[[ " $TARGETS " == *" readygate "* ]] && RG0="readygate0 readygate0d"
 run_rounds
 run_hello
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
