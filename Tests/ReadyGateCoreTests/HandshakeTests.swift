@@ -289,4 +289,38 @@ struct HandshakeTests {
         )
         #expect(problem.contains("chat"))
     }
+
+    @Test("a replacement backend's 101 agrees with the mirrored one: same subprotocol and extensions, spacing aside")
+    func replayAnswerAgrees() {
+        let mirrored: HTTPHeaderList = [
+            "Sec-WebSocket-Protocol": "chat",
+            "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits=15; server_no_context_takeover",
+        ]
+        let replacement: HTTPHeaderList = [
+            "sec-websocket-extensions": "Permessage-Deflate;client_max_window_bits = 15;Server_No_Context_Takeover",
+            "sec-websocket-protocol": " chat ",
+        ]
+        #expect(WebSocketHandshake.replayAnswerProblem(mirrored: mirrored, replacement: replacement) == nil)
+        #expect(WebSocketHandshake.replayAnswerProblem(mirrored: [:], replacement: [:]) == nil)
+    }
+
+    @Test("a replacement backend's 101 that differs in extensions or subprotocol is a problem, saying what it chose")
+    func replayAnswerDiffers() throws {
+        let deflate: HTTPHeaderList = ["Sec-WebSocket-Extensions": "permessage-deflate"]
+        let none: HTTPHeaderList = [:]
+        let narrower: HTTPHeaderList = ["Sec-WebSocket-Extensions": "permessage-deflate; server_max_window_bits=10"]
+        let dropped = try #require(WebSocketHandshake.replayAnswerProblem(mirrored: deflate, replacement: none))
+        #expect(dropped.contains("extensions none"))
+        let added = try #require(WebSocketHandshake.replayAnswerProblem(mirrored: none, replacement: deflate))
+        #expect(added.contains("extensions permessage-deflate"))
+        let window = try #require(WebSocketHandshake.replayAnswerProblem(mirrored: deflate, replacement: narrower))
+        #expect(window.contains("server_max_window_bits=10"))
+        let chat: HTTPHeaderList = ["Sec-WebSocket-Protocol": "chat"]
+        let other: HTTPHeaderList = ["Sec-WebSocket-Protocol": "superchat"]
+        let protocolProblem = try #require(WebSocketHandshake.replayAnswerProblem(mirrored: chat, replacement: other))
+        #expect(protocolProblem.contains("subprotocol superchat, not chat"))
+        #expect(WebSocketHandshake.replayAnswerProblem(mirrored: chat, replacement: none) != nil)
+        // Short enough for a close frame's reason with the "upstream protocol error: " prefix (123 bytes).
+        #expect("upstream protocol error: \(window)".utf8.count <= 123)
+    }
 }

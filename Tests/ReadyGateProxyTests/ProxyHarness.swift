@@ -235,9 +235,14 @@ final class CollectingHandler: ChannelInboundHandler, Sendable {
 }
 
 /// A valid upgrade request for `path`, as raw bytes.
-func upgradeRequest(path: String = "/ws", version: String = "13", key: String = "dGhlIHNhbXBsZSBub25jZQ==") -> String {
+func upgradeRequest(
+    path: String = "/ws",
+    version: String = "13",
+    key: String = "dGhlIHNhbXBsZSBub25jZQ==",
+    extraFields: String = ""
+) -> String {
     "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: \(version)\r\n\r\n"
+        + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: \(version)\r\n\(extraFields)\r\n"
 }
 
 extension DemoBackend {

@@ -12,6 +12,15 @@ extension SessionFailurePathTests {
         settings.timing.handshakeTimeoutMs = 2000
     }
 
+    /// The racy backend after its `101`: its first session (`index` 0) gets the first message
+    /// before its set-up and fails it with `1011`; the later ones echo until the client's close.
+    static func failFirstSessionThenEcho(_ index: Int, _ backend: inout ScriptedConnection) async throws {
+        guard index == 0 else { return try await backend.echoUntilClose() }
+        _ = try await backend.expectFrame()
+        try await backend.write(serverFrame(.close, closePayload(1011, "not set up")))
+        while let frame = try await backend.readFrame(), frame.opcode != 0x8 {}
+    }
+
     /// The client sends `messages` at once, then reads until it has as many echoes (or a close).
     static func sendAndCollect(_ messages: [String], port: Int) async throws -> [WireFrame] {
         try await RawClient.session(port: port) { client in
@@ -33,14 +42,7 @@ extension SessionFailurePathTests {
             Self.replayOn,
             script: { index, backend in
                 try await backend.acceptUpgrade()
-                if index == 0 {
-                    // The racy backend: the first message comes before its set-up, so it fails.
-                    _ = try await backend.expectFrame()
-                    try await backend.write(serverFrame(.close, closePayload(1011, "not set up")))
-                    while let frame = try await backend.readFrame(), frame.opcode != 0x8 {}
-                } else {
-                    try await backend.echoUntilClose()
-                }
+                try await Self.failFirstSessionThenEcho(index, &backend)
             }
         ) { proxy in
             let frames = try await Self.sendAndCollect(["one", "two", "three"], port: proxy.port)
@@ -97,6 +99,71 @@ extension SessionFailurePathTests {
             #expect(record.replays == 2)
             #expect(record.closer == .upstream)
             #expect(record.upstreamCloseCode == 1011)
+        }
+    }
+
+    /// `upstream` accept mode with replay, the client offering permessage-deflate: each backend
+    /// session `index` answers with `extensions(index)`; the first fails 1011 on the first message.
+    func replayWithExtensions(
+        _ extensions: @escaping @Sendable (Int) -> String?,
+        _ body: @escaping @Sendable (_ head101: String, _ frames: [WireFrame], ProxyFixture) async throws -> Void
+    ) async throws {
+        try await withScripted(
+            { settings in
+                Self.replayOn(&settings)
+                settings.acceptMode = .upstream
+            },
+            script: { index, backend in
+                try await backend.acceptUpgrade(extensions: extensions(index))
+                try await Self.failFirstSessionThenEcho(index, &backend)
+            }
+        ) { proxy in
+            let request = upgradeRequest(extraFields: "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+            let (head, frames) = try await RawClient.session(port: proxy.port, request: request) { head, client in
+                // Uncompressed (RSV1 clear): permessage-deflate allows it, and the backends here only echo.
+                try await client.write(clientFrame(.text, Array("hello".utf8)))
+                var frames: [WireFrame] = []
+                while let frame = try await client.readFrame() {
+                    frames.append(frame)
+                    if frame.opcode == 0x8 { break }
+                    if frame.opcode == 0x1 { try await client.write(clientFrame(.close, closePayload(1000))) }
+                }
+                return (head, frames)
+            }
+            try await body(head, frames, proxy)
+        }
+    }
+
+    @Test("replay, upstream mode: a replacement backend that chose the same extensions gets the replay")
+    func replayWithSameExtensions() async throws {
+        let answers = [
+            "permessage-deflate; client_max_window_bits=15", "Permessage-Deflate;client_max_window_bits = 15",
+        ]
+        try await replayWithExtensions({ answers[min($0, 1)] }) { head, frames, proxy in
+            #expect(head.contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15"))
+            #expect(frames.filter { $0.opcode == 0x1 }.map(\.text) == ["hello"])
+            #expect(frames.last?.closeCode == 1000)
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.replays == 1)
+            #expect(record.endReason == nil)
+        }
+    }
+
+    @Test("replay, upstream mode: a replacement backend that chose other extensions ends the session with 1011")
+    func replayWithOtherExtensions() async throws {
+        try await replayWithExtensions({ index in index == 0 ? "permessage-deflate" : nil }) { head, frames, proxy in
+            #expect(head.contains("Sec-WebSocket-Extensions: permessage-deflate"))
+            #expect(frames.filter { $0.opcode == 0x1 }.isEmpty, "nothing framed under the wrong rules")
+            #expect(frames.last?.closeCode == 1011)
+            let reason = frames.last.map { String(decoding: $0.payload.dropFirst(2), as: UTF8.self) } ?? ""
+            #expect(reason.hasPrefix("upstream protocol error: replacement backend chose extensions none"))
+            let record = try #require(try await proxy.sessions.waitFor(1).first)
+            #expect(record.replays == 1)
+            guard case .upstreamProtocolError(let problem) = record.endReason else {
+                Issue.record("end reason \(String(describing: record.endReason))")
+                return
+            }
+            #expect(problem.contains("extensions none"))
         }
     }
 

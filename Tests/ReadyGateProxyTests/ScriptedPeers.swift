@@ -195,13 +195,14 @@ final class ScriptedBackend: Sendable {
 extension ScriptedConnection {
     /// Reads the upgrade request and answers `101` with the right `Sec-WebSocket-Accept`, followed in
     /// the same write by `firstBytes` (frames the backend sends at once).
-    mutating func acceptUpgrade(then firstBytes: [UInt8] = []) async throws {
+    mutating func acceptUpgrade(then firstBytes: [UInt8] = [], extensions: String? = nil) async throws {
         guard let head = try await readHead() else { throw ScriptError.ended("no upgrade request") }
         let key =
             head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("sec-websocket-key:") }
             .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) } ?? ""
         let head101 =
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + (extensions.map { "Sec-WebSocket-Extensions: \($0)\r\n" } ?? "")
             + "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: key))\r\n\r\n"
         try await write(Array(head101.utf8) + firstBytes)
     }
@@ -251,14 +252,23 @@ enum RawClient {
         port: Int,
         _ body: @escaping @Sendable (inout ScriptedConnection) async throws -> T
     ) async throws -> T {
+        try await session(port: port, request: upgradeRequest()) { _, connection in try await body(&connection) }
+    }
+
+    /// ``session(port:_:)`` with the upgrade request given, and the `101`'s head passed to `body`.
+    static func session<T: Sendable>(
+        port: Int,
+        request: String,
+        _ body: @escaping @Sendable (String, inout ScriptedConnection) async throws -> T
+    ) async throws -> T {
         let channel = try await connect(port: port)
         return try await channel.executeThenClose { inbound, outbound in
             var connection = ScriptedConnection(channel: channel, inbound: inbound, outbound: outbound)
-            try await connection.write(upgradeRequest())
+            try await connection.write(request)
             guard let head = try await connection.readHead(), head.hasPrefix("HTTP/1.1 101") else {
                 throw ScriptError.ended("no 101")
             }
-            return try await body(&connection)
+            return try await body(head, &connection)
         }
     }
 }

@@ -115,6 +115,43 @@ public enum WebSocketHandshake {
     }
 }
 
+extension WebSocketHandshake {
+    /// Checks a replacement backend's `101` (transparent replay, `upstream` accept mode) against
+    /// the one the client was answered with: the replayed frames are the client's, framed under
+    /// the subprotocol and extensions of that first answer (permessage-deflate's RSV1 and window
+    /// sizes, RFC 7692 §7), so the new backend session must have chosen the same.
+    ///
+    /// Extensions compare element by element, their parameters ignoring spaces around `;` and the
+    /// case of ASCII letters (RFC 6455 §9.1: extension and parameter names are tokens).
+    ///
+    /// - Returns: nil when both answers agree, else what differs.
+    public static func replayAnswerProblem(mirrored: HTTPHeaderList, replacement: HTTPHeaderList) -> String? {
+        let protocols = (mirrored.first("sec-websocket-protocol"), replacement.first("sec-websocket-protocol"))
+        if protocols.0?.trimmingSpaces() != protocols.1?.trimmingSpaces() {
+            return "replacement backend chose subprotocol \(protocols.1 ?? "none"), not \(protocols.0 ?? "none")"
+        }
+        let extensions = (negotiatedExtensions(mirrored), negotiatedExtensions(replacement))
+        if extensions.0 != extensions.1 {
+            let chosen = extensions.1.isEmpty ? "none" : extensions.1.joined(separator: ", ")
+            return "replacement backend chose extensions \(chosen)"
+        }
+        return nil
+    }
+
+    /// The `Sec-WebSocket-Extensions` elements of an answer, each normalised as
+    /// `name;param=value;…` in lowercase without spaces.
+    static func negotiatedExtensions(_ headers: HTTPHeaderList) -> [String] {
+        var elements: [String] = []
+        headers.forEachToken(of: "sec-websocket-extensions") { element in
+            let parts = element.split(separator: ";").map { part in
+                part.split(separator: "=", maxSplits: 1).map { $0.trimmingSpacesSlice() }.joined(separator: "=")
+            }
+            elements.append(parts.joined(separator: ";").lowercased())
+        }
+        return elements
+    }
+}
+
 /// A valid client upgrade request, as far as the proxy needs it.
 public struct ClientUpgradeRequest: Sendable, Equatable {
     public var key: String

@@ -76,6 +76,18 @@ extension WebSocketSession {
         machine.acceptMode == .upstream && machine.configuration.gate != .message
     }
 
+    /// A replay's backend in `upstream` mode, once the client has its `101` (the responder is spent):
+    /// its answer must agree with the one the client was given.
+    private func replacementAnswerProblem(_ head: HTTPResponseHead, state: HandshakeState) -> String? {
+        guard machine.acceptMode == .upstream, responder == nil, let mirrored = state.upstreamResponse else {
+            return nil
+        }
+        return WebSocketHandshake.replayAnswerProblem(
+            mirrored: HTTPHeaderList(mirrored.headers),
+            replacement: HTTPHeaderList(head.headers)
+        )
+    }
+
     func dropUpstreamAttempt(_ attempt: Int) {
         if let pending = pendingUpgrade, pending.attempt == attempt {
             pendingUpgrade = nil
@@ -159,7 +171,7 @@ extension WebSocketSession: UpstreamHandshakeObserver {
                 sentKey: state.upstreamKey,
                 offeredSubprotocols: sent.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init),
                 extensionsOffered: keepsExtensions && !state.upgrade.extensions.isEmpty
-            )
+            ) ?? replacementAnswerProblem(head, state: state)
         {
             logger.warning("upstream_handshake_invalid", metadata: ["problem": "\(problem)"])
             perform(machine.upstreamHandshakeInvalid(problem: problem, attempt: attempt, nowMs: nowMs))
