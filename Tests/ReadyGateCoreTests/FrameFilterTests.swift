@@ -84,6 +84,41 @@ struct FrameFilterTests {
         #expect(filter.isIdle)
     }
 
+    /// Every output of one `receive`, forwards as their bytes.
+    static func outputs(of read: [UInt8], filter: inout FrameFilter) -> [Either] {
+        var outputs: [Either] = []
+        filter.receive(ByteBuffer(bytes: read)) { output in
+            if case .forward(let bytes) = output {
+                outputs.append(.bytes(Array(bytes.readableBytesView)))
+            } else {
+                outputs.append(.event(output))
+            }
+        }
+        return outputs
+    }
+
+    enum Either: Equatable {
+        case bytes([UInt8])
+        case event(FrameFilter.Output)
+    }
+
+    @Test("the passing frames of one read go on as one slice; the own pong splits them where it was")
+    func onePassingSlicePerRead() {
+        var filter = Self.makeFilter()
+        _ = Self.outputs(of: Self.text, filter: &filter)
+        let many = Array((0..<50).map { _ in Self.text + Self.ping + Self.otherPong }.joined())
+        #expect(Self.outputs(of: many, filter: &filter) == [.bytes(many)])
+
+        filter.awaitPong(payload: Self.ownPayload)
+        let before = Self.text + Self.ping
+        let after = Self.otherPong + Self.text
+        #expect(
+            Self.outputs(of: before + Self.ownPong + after, filter: &filter) == [
+                .bytes(before), .event(.ownPong), .bytes(after),
+            ]
+        )
+    }
+
     @Test("with several pings out, a pong to the latest answers all; a pong to an older one, it and older")
     func severalPingsOut() {
         var filter = Self.makeFilter()

@@ -6,7 +6,9 @@ import NIOCore
 /// at once, byte for byte, sliced from the reads that brought it.
 ///
 /// A frame is decided at its header: a pong (while a pong is awaited) and a close (while closes
-/// are kept back) are collected whole; any other frame's bytes pass as they come. Once a close is
+/// are kept back) are collected whole; any other frame's bytes pass as they come, the passing
+/// frames of one read together as one slice (a keepalive's filter stays in a busy session's path,
+/// and a forward per frame would be a pipeline trip and a queued write per frame). Once a close is
 /// kept back, whatever follows it stays behind it. ``release()`` hands over what is kept so the
 /// filter can leave the stream without cutting it.
 public struct FrameFilter: Sendable {
@@ -43,6 +45,9 @@ public struct FrameFilter: Sendable {
     /// Bytes of the current frame not passed on: its header while incomplete, or a pong or close
     /// being collected. After a kept close, every later byte too.
     private var kept: ByteBuffer?
+    /// During ``receive(_:emit:)``: the passing bytes of the read not handed over yet, as offsets
+    /// into its readable bytes. Any other output, or the read's end, hands them over first.
+    private var passRun: Range<Int>?
     /// What happens to the current frame's bytes (nil: its header is not complete).
     private var current: Disposition?
     private var closeKept = false
@@ -95,12 +100,14 @@ public struct FrameFilter: Sendable {
                         take(buffer, upTo: end, cursor: &cursor, emit: emit)
                         if !closeKept && current == .pass && !header.opcode.isControl && !sawData {
                             sawData = true
+                            flushPassRun(buffer, emit: emit)
                             emit(.dataStarted)
                         }
                     case .payload(let range):
                         take(buffer, upTo: range.upperBound, cursor: &cursor, emit: emit)
                     case .frameEnd(let header, let end, let closeCode):
                         take(buffer, upTo: end, cursor: &cursor, emit: emit)
+                        // A collected pong or close: its header's take handed the pass run over.
                         if !closeKept { finishFrame(header, closeCode: closeCode, emit: emit) }
                     }
                 }
@@ -115,6 +122,14 @@ public struct FrameFilter: Sendable {
             current = .pass
         }
         take(buffer, upTo: buffer.readableBytes, cursor: &cursor, emit: emit)
+        flushPassRun(buffer, emit: emit)
+    }
+
+    /// Hands over the read's passing bytes collected so far, as one slice.
+    private mutating func flushPassRun(_ chunk: ByteBuffer, emit: (Output) -> Void) {
+        guard let run = passRun else { return }
+        passRun = nil
+        emit(.forward(chunk.getSlice(at: chunk.readerIndex + run.lowerBound, length: run.count)!))
     }
 
     /// Hands over everything kept, in stream order, and stops keeping closes back: a kept close
@@ -165,21 +180,24 @@ public struct FrameFilter: Sendable {
         }
     }
 
-    /// Moves `chunk[cursor..<end]` on (a passing frame) or into `kept`.
+    /// Moves `chunk[cursor..<end]` on (a passing frame: into the read's pass run) or into `kept`.
     private mutating func take(_ chunk: ByteBuffer, upTo end: Int, cursor: inout Int, emit: (Output) -> Void) {
         guard end > cursor else { return }
-        let slice = chunk.getSlice(at: chunk.readerIndex + cursor, length: end - cursor)!
+        let start = cursor
         cursor = end
-        if current == .pass && !closeKept {
-            if var pending = kept {
-                // A header that straddled two reads.
-                kept = nil
-                var slice = slice
-                pending.writeBuffer(&slice)
-                emit(.forward(pending))
-            } else {
-                emit(.forward(slice))
-            }
+        if current == .pass && !closeKept && kept == nil {
+            // Takes are contiguous within a read, and whatever breaks a run hands it over first.
+            passRun = (passRun?.lowerBound ?? start)..<end
+            return
+        }
+        flushPassRun(chunk, emit: emit)
+        let slice = chunk.getSlice(at: chunk.readerIndex + start, length: end - start)!
+        if current == .pass && !closeKept, var pending = kept {
+            // A header that straddled two reads.
+            kept = nil
+            var slice = slice
+            pending.writeBuffer(&slice)
+            emit(.forward(pending))
         } else {
             append(slice, emit: emit)
         }
