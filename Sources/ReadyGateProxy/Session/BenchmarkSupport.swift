@@ -12,13 +12,16 @@ public enum BenchmarkSupport {
     /// opened and whose hold is gone): a ``FrameWatcher`` then a ``GlueHandler`` on each, the two
     /// glues paired. The watchers scan as the session's do (the client's frames masked, the
     /// backend's not); what they report is dropped, as no data frame makes them report anything.
-    /// Both channels must run on one event loop.
+    /// Both channels must run on one event loop. With `keepaliveFilters`, a ``FrameFilterHandler``
+    /// sits between watcher and glue on each side, as keepalive (`READYGATE_PING_INTERVAL_MS`)
+    /// keeps one there for a session's whole life; no ping is out, so every frame passes.
     ///
     /// - Returns: the two directions' counters, to check that the frames were scanned as intended.
     public static func addSplicedRelay(
         client: any Channel,
         upstream: any Channel,
-        maxMessageBytes: UInt64 = UInt64(ReadyGateSettings().maxMessageBytes)
+        maxMessageBytes: UInt64 = UInt64(ReadyGateSettings().maxMessageBytes),
+        keepaliveFilters: Bool = false
     ) throws -> SplicedRelayCounters {
         let events = DiscardedSessionEvents()
         let clientWatcher = FrameWatcher(
@@ -36,6 +39,20 @@ public enum BenchmarkSupport {
         GlueHandler.pair(clientGlue, upstreamGlue)
         try client.pipeline.syncOperations.addHandlers([clientWatcher, clientGlue])
         try upstream.pipeline.syncOperations.addHandlers([upstreamWatcher, upstreamGlue])
+        if keepaliveFilters {
+            let clientFilter = FrameFilterHandler(
+                side: .client,
+                scanner: WebSocketFrameScanner(role: .client, maxMessageBytes: maxMessageBytes),
+                events: events
+            )
+            let upstreamFilter = FrameFilterHandler(
+                side: .upstream,
+                scanner: WebSocketFrameScanner(role: .server),
+                events: events
+            )
+            try client.pipeline.syncOperations.addHandler(clientFilter, position: .before(clientGlue))
+            try upstream.pipeline.syncOperations.addHandler(upstreamFilter, position: .before(upstreamGlue))
+        }
         return SplicedRelayCounters(client: clientWatcher, upstream: upstreamWatcher)
     }
 

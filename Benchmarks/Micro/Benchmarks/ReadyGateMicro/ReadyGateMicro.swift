@@ -133,19 +133,21 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: Relay
 
     Benchmark("relay-spliced-1000-small-messages-each-way") { benchmark in
-        var counters: SplicedRelayCounters?
-        let rig = try! RelayRig { client, upstream in
-            counters = try BenchmarkSupport.addSplicedRelay(client: client, upstream: upstream)
-        }
-        try! rig.exchange(rounds: batch)
-        benchmark.startMeasurement()
-        try! rig.exchange(rounds: batch)
-        benchmark.stopMeasurement()
-        rig.finish()
-        // The watchers scanned every frame (a protocol error would have stopped them quietly).
-        guard let counters, counters.bothAtFrameBoundary, counters.fromClient.messages == UInt64(2 * batch),
-            counters.fromUpstream.messages == UInt64(2 * batch)
-        else { fatalError("the relay did not scan the frames it relayed") }
+        try! measureSplicedRelay(benchmark, framesPerRead: 1, keepaliveFilters: false)
+    }
+
+    // A busy session's reads carry several messages (50 connections x 8 in flight in `run.sh`).
+    Benchmark("relay-spliced-1000-reads-of-8-messages-each-way") { benchmark in
+        try! measureSplicedRelay(benchmark, framesPerRead: 8, keepaliveFilters: false)
+    }
+
+    // Keepalive keeps a frame filter on each side for a session's whole life.
+    Benchmark("relay-keepalive-1000-small-messages-each-way") { benchmark in
+        try! measureSplicedRelay(benchmark, framesPerRead: 1, keepaliveFilters: true)
+    }
+
+    Benchmark("relay-keepalive-1000-reads-of-8-messages-each-way") { benchmark in
+        try! measureSplicedRelay(benchmark, framesPerRead: 8, keepaliveFilters: true)
     }
 
     Benchmark("relay-harness-alone-1000-small-messages-each-way") { benchmark in
@@ -306,38 +308,66 @@ func parseAndRewriteResponse(_ bytes: [UInt8], into out: inout ByteBuffer) {
 
 // MARK: - Relay rig
 
+/// A spliced relay on a ``RelayRig``: `batch` reads each way (after as many to warm up), each of
+/// `framesPerRead` small messages.
+func measureSplicedRelay(_ benchmark: Benchmark, framesPerRead: Int, keepaliveFilters: Bool) throws {
+    var counters: SplicedRelayCounters?
+    let rig = try RelayRig(framesPerRead: framesPerRead) { client, upstream in
+        counters = try BenchmarkSupport.addSplicedRelay(
+            client: client,
+            upstream: upstream,
+            keepaliveFilters: keepaliveFilters
+        )
+    }
+    try rig.exchange(rounds: batch)
+    benchmark.startMeasurement()
+    try rig.exchange(rounds: batch)
+    benchmark.stopMeasurement()
+    rig.finish()
+    // The watchers scanned every frame (a protocol error would have stopped them quietly).
+    let messages = UInt64(2 * batch * framesPerRead)
+    guard let counters, counters.bothAtFrameBoundary, counters.fromClient.messages == messages,
+        counters.fromUpstream.messages == messages
+    else { fatalError("the relay did not scan the frames it relayed") }
+}
+
 /// A client channel and an upstream channel on one `EmbeddedEventLoop`, their relay handlers
-/// added by `install`, and one small frame each way prepared as a buffer.
+/// added by `install`, and one read's worth of small frames each way prepared as a buffer.
 final class RelayRig {
     let client: EmbeddedChannel
     let upstream: EmbeddedChannel
-    let clientFrame: ByteBuffer
-    let upstreamFrame: ByteBuffer
+    let clientFrames: ByteBuffer
+    let upstreamFrames: ByteBuffer
 
-    init(install: (EmbeddedChannel, EmbeddedChannel) throws -> Void) throws {
+    init(framesPerRead: Int = 1, install: (EmbeddedChannel, EmbeddedChannel) throws -> Void) throws {
         let loop = EmbeddedEventLoop()
         client = EmbeddedChannel(loop: loop)
         upstream = EmbeddedChannel(loop: loop)
         try install(client, upstream)
-        clientFrame = ByteBuffer(bytes: smallFrames(count: 1, masked: true))
-        upstreamFrame = ByteBuffer(bytes: smallFrames(count: 1, masked: false))
+        clientFrames = ByteBuffer(bytes: smallFrames(count: framesPerRead, masked: true))
+        upstreamFrames = ByteBuffer(bytes: smallFrames(count: framesPerRead, masked: false))
     }
 
-    /// `rounds` times: the client sends a message (one read), the backend answers (one read);
-    /// each message is taken off the other channel as it arrives.
+    /// `rounds` times: the client sends its frames (one read), the backend answers (one read);
+    /// what was relayed is taken off the other channel as it arrives, all of it.
     func exchange(rounds: Int) throws {
         let clientPipeline = client.pipeline.syncOperations
         let upstreamPipeline = upstream.pipeline.syncOperations
         for _ in 0..<rounds {
-            clientPipeline.fireChannelRead(NIOAny(clientFrame))
+            clientPipeline.fireChannelRead(NIOAny(clientFrames))
             clientPipeline.fireChannelReadComplete()
-            guard try upstream.readOutbound(as: ByteBuffer.self) != nil else { fatalError("nothing relayed upstream") }
-            upstreamPipeline.fireChannelRead(NIOAny(upstreamFrame))
+            guard try Self.drain(upstream) else { fatalError("nothing relayed upstream") }
+            upstreamPipeline.fireChannelRead(NIOAny(upstreamFrames))
             upstreamPipeline.fireChannelReadComplete()
-            guard try client.readOutbound(as: ByteBuffer.self) != nil else {
-                fatalError("nothing relayed to the client")
-            }
+            guard try Self.drain(client) else { fatalError("nothing relayed to the client") }
         }
+    }
+
+    /// Takes every buffer written to `channel`; whether there was one.
+    private static func drain(_ channel: EmbeddedChannel) throws -> Bool {
+        var any = false
+        while try channel.readOutbound(as: ByteBuffer.self) != nil { any = true }
+        return any
     }
 
     func finish() {
