@@ -31,6 +31,14 @@ let package = Package(
             swiftSettings: settings
         ),
         .executableTarget(
+            name: "FuzzFrameFilter",
+            dependencies: [
+                .product(name: "ReadyGateCore", package: rootIdentity),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: settings
+        ),
+        .executableTarget(
             name: "FuzzUpgradeRequest",
             dependencies: [
                 .product(name: "ReadyGateCore", package: rootIdentity),

@@ -5,7 +5,7 @@
 #
 # Environment:
 #   FUZZ_SECONDS   seconds per target (default 60)
-#   FUZZ_TARGETS   space-separated targets to run (default: all five)
+#   FUZZ_TARGETS   space-separated targets to run (default: all six)
 #   FUZZ_BUILD     how the targets are built:
 #                  package (default): `swift build -c release --sanitize fuzzer` of the package in
 #                    Tests/Fuzz, which depends on the repository by path. Everything is instrumented
@@ -26,7 +26,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 seconds="${1:-${FUZZ_SECONDS:-60}}"
-targets="${FUZZ_TARGETS:-FuzzFrameScanner FuzzUpgradeRequest FuzzSettings FuzzHTTPEntry FuzzHTTP1Parser}"
+targets="${FUZZ_TARGETS:-FuzzFrameScanner FuzzFrameFilter FuzzUpgradeRequest FuzzSettings FuzzHTTPEntry FuzzHTTP1Parser}"
 scratch="${FUZZ_SCRATCH:-$here/.build}"
 out="${FUZZ_OUT:-$scratch/findings}"
 mkdir -p "$out"
@@ -34,6 +34,7 @@ mkdir -p "$out"
 max_len() {
     case "$1" in
         FuzzFrameScanner) echo 4096 ;;
+        FuzzFrameFilter) echo 4096 ;;
         FuzzUpgradeRequest) echo 2048 ;;
         FuzzSettings) echo 1024 ;;
         FuzzHTTPEntry) echo 4096 ;;

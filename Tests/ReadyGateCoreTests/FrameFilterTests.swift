@@ -119,6 +119,15 @@ struct FrameFilterTests {
         )
     }
 
+    @Test("an empty read gives no output, before and after a protocol error (found by FuzzFrameFilter)")
+    func emptyReads() {
+        var filter = Self.makeFilter()
+        #expect(Self.outputs(of: [], filter: &filter).isEmpty)
+        let broken: [UInt8] = [0x8F, 0x00]  // opcode 0xF is reserved
+        #expect(Self.outputs(of: broken, filter: &filter) == [.bytes(broken)])
+        #expect(Self.outputs(of: [], filter: &filter).isEmpty)
+    }
+
     @Test("with several pings out, a pong to the latest answers all; a pong to an older one, it and older")
     func severalPingsOut() {
         var filter = Self.makeFilter()

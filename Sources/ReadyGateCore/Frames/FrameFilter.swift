@@ -83,6 +83,7 @@ public struct FrameFilter: Sendable {
 
     /// Takes one read's bytes, handing each output to `emit` in order.
     public mutating func receive(_ buffer: ByteBuffer, emit: (Output) -> Void) {
+        guard buffer.readableBytes > 0 else { return }
         if broken || closeKept {
             append(buffer, emit: emit)
             return

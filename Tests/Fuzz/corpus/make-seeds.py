@@ -80,6 +80,24 @@ CHUNKED_POST = (
 )
 LENGTH_POST = "POST /submit HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\n\r\nhello"
 
+# FuzzFrameFilter: options byte (bit 0: server role; bit 1: the pong with payload "RGPING01" is
+# awaited; bit 2: closes are kept back), two split bytes, then the stream.
+OWN = b"RGPING01"
+for role, key in (("client", KEY), ("server", None)):
+    option = 0 if role == "client" else 1
+    text = frame(0x1, b"hello", key=key)
+    seeds = {
+        "own-pong": (2, text + frame(0xA, OWN, key=key) + text),
+        "other-then-own-pong": (2, frame(0xA, b"other", key=key) + frame(0xA, OWN, key=key) + text),
+        "ping-data-pong": (2, frame(0x9, b"p", key=key) + text * 3 + frame(0xA, OWN, key=key)),
+        "kept-close": (4, text + frame(0x8, CLOSE, key=key) + text),
+        "pong-and-close": (6, text + frame(0xA, OWN, key=key) + frame(0x8, struct.pack(">H", 1011), key=key)),
+        "passing": (0, text * 4 + frame(0xA, OWN, key=key)),
+        "pong-cut": (2, text + frame(0xA, OWN, key=key)[:5]),
+    }
+    for name, (flags, stream) in seeds.items():
+        write("FuzzFrameFilter", f"{role}-{name}", bytes([option | flags, 4, 11]) + stream)
+
 # FuzzUpgradeRequest: the request head as text.
 write("FuzzUpgradeRequest", "upgrade", UPGRADE)
 write("FuzzUpgradeRequest", "upgrade-version-8", UPGRADE.replace("Version: 13", "Version: 8"))
