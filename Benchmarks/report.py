@@ -131,8 +131,9 @@ if a.session_concurrency:
     w(f"- sessions per second: {a.session_concurrency} loops of connect, upgrade, one echo, close, for {a.duration} s;"
       f" wrk: {a.wrk_duration} s per round")
 w("- ReadyGate runs with `READYGATE_ENV=testing` and its default gate (`ping`: a ping to the backend after its"
-  " 101, then the 1 ms base delay from the pong); `readygate (delay 0)` is the same with"
-  " `READYGATE_BASE_DELAY_MS=0` (the pong's round trip, then no delay)")
+  " 101, then the 1 ms base delay from the pong); `readygate (ping gate, delay 0)` is the same with"
+  " `READYGATE_BASE_DELAY_MS=0` (the pong's round trip, then no delay), `readygate (delay gate, delay 0)`"
+  " adds `READYGATE_READY_GATE=delay` (the held frame goes on at the backend's 101; first echo only)")
 w("")
 
 # Throughput
