@@ -15,6 +15,19 @@ let rootIdentity = String(
 
 let settings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
+/// A fuzz target: an executable of `Sources/<name>` on ReadyGateCore and `dependencies`.
+func fuzzTarget(_ name: String, _ dependencies: [Target.Dependency] = []) -> Target {
+    .executableTarget(
+        name: name,
+        dependencies: [.product(name: "ReadyGateCore", package: rootIdentity)] + dependencies,
+        swiftSettings: settings
+    )
+}
+
+func nio(_ products: String...) -> [Target.Dependency] {
+    products.map { .product(name: $0, package: "swift-nio") }
+}
+
 let package = Package(
     name: "ReadyGateFuzz",
     platforms: [.macOS(.v15)],
@@ -25,57 +38,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: []),
     ],
     targets: [
-        .executableTarget(
-            name: "FuzzFrameScanner",
-            dependencies: [.product(name: "ReadyGateCore", package: rootIdentity)],
-            swiftSettings: settings
+        fuzzTarget("FuzzFrameScanner"),
+        fuzzTarget("FuzzFrameFilter", nio("NIOCore")),
+        fuzzTarget("FuzzUpgradeRequest", nio("NIOCore", "NIOHTTP1")),
+        fuzzTarget("FuzzSettings", [.product(name: "Configuration", package: "swift-configuration")]),
+        fuzzTarget(
+            "FuzzHTTPEntry",
+            [.product(name: "ReadyGateProxy", package: rootIdentity)] + nio("NIOCore", "NIOEmbedded", "NIOHTTP1")
+                + [.product(name: "Logging", package: "swift-log")]
         ),
-        .executableTarget(
-            name: "FuzzFrameFilter",
-            dependencies: [
-                .product(name: "ReadyGateCore", package: rootIdentity),
-                .product(name: "NIOCore", package: "swift-nio"),
-            ],
-            swiftSettings: settings
-        ),
-        .executableTarget(
-            name: "FuzzUpgradeRequest",
-            dependencies: [
-                .product(name: "ReadyGateCore", package: rootIdentity),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-            ],
-            swiftSettings: settings
-        ),
-        .executableTarget(
-            name: "FuzzSettings",
-            dependencies: [
-                .product(name: "ReadyGateCore", package: rootIdentity),
-                .product(name: "Configuration", package: "swift-configuration"),
-            ],
-            swiftSettings: settings
-        ),
-        .executableTarget(
-            name: "FuzzHTTPEntry",
-            dependencies: [
-                .product(name: "ReadyGateCore", package: rootIdentity),
-                .product(name: "ReadyGateProxy", package: rootIdentity),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            swiftSettings: settings
-        ),
-        .executableTarget(
-            name: "FuzzHTTP1Parser",
-            dependencies: [
-                .product(name: "ReadyGateCore", package: rootIdentity),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-            ],
-            swiftSettings: settings
-        ),
+        fuzzTarget("FuzzHTTP1Parser", nio("NIOCore", "NIOEmbedded", "NIOHTTP1")),
     ]
 )

@@ -24,32 +24,18 @@ public enum BenchmarkSupport {
         keepaliveFilters: Bool = false
     ) throws -> SplicedRelayCounters {
         let events = DiscardedSessionEvents()
-        let clientWatcher = FrameWatcher(
-            side: .client,
-            scanner: WebSocketFrameScanner(role: .client, maxMessageBytes: maxMessageBytes),
-            events: events
-        )
-        let upstreamWatcher = FrameWatcher(
-            side: .upstream,
-            scanner: WebSocketFrameScanner(role: .server),
-            events: events
-        )
+        let clientScanner = WebSocketFrameScanner(role: .client, maxMessageBytes: maxMessageBytes)
+        let upstreamScanner = WebSocketFrameScanner(role: .server)
+        let clientWatcher = FrameWatcher(side: .client, scanner: clientScanner, events: events)
+        let upstreamWatcher = FrameWatcher(side: .upstream, scanner: upstreamScanner, events: events)
         let clientGlue = GlueHandler()
         let upstreamGlue = GlueHandler()
         GlueHandler.pair(clientGlue, upstreamGlue)
         try client.pipeline.syncOperations.addHandlers([clientWatcher, clientGlue])
         try upstream.pipeline.syncOperations.addHandlers([upstreamWatcher, upstreamGlue])
         if keepaliveFilters {
-            let clientFilter = FrameFilterHandler(
-                side: .client,
-                scanner: WebSocketFrameScanner(role: .client, maxMessageBytes: maxMessageBytes),
-                events: events
-            )
-            let upstreamFilter = FrameFilterHandler(
-                side: .upstream,
-                scanner: WebSocketFrameScanner(role: .server),
-                events: events
-            )
+            let clientFilter = FrameFilterHandler(side: .client, scanner: clientScanner, events: events)
+            let upstreamFilter = FrameFilterHandler(side: .upstream, scanner: upstreamScanner, events: events)
             try client.pipeline.syncOperations.addHandler(clientFilter, position: .before(clientGlue))
             try upstream.pipeline.syncOperations.addHandler(upstreamFilter, position: .before(upstreamGlue))
         }
