@@ -23,16 +23,25 @@ extension SessionFailurePathTests {
 
     /// The client sends `messages` at once, then reads until it has as many echoes (or a close).
     static func sendAndCollect(_ messages: [String], port: Int) async throws -> [WireFrame] {
-        try await RawClient.session(port: port) { client in
+        try await sendAndCollect(messages, port: port, request: upgradeRequest()).frames
+    }
+
+    /// ``sendAndCollect(_:port:)`` with the upgrade request given; also returns the `101`'s head.
+    static func sendAndCollect(
+        _ messages: [String],
+        port: Int,
+        request: String
+    ) async throws -> (head: String, frames: [WireFrame]) {
+        try await RawClient.session(port: port, request: request) { head, client in
             try await client.write(messages.flatMap { clientFrame(.text, Array($0.utf8)) })
             var frames: [WireFrame] = []
             while frames.filter({ $0.opcode == 0x1 }).count < messages.count, let frame = try await client.readFrame() {
                 frames.append(frame)
-                if frame.opcode == 0x8 { return frames }
+                if frame.opcode == 0x8 { return (head, frames) }
             }
             try await client.write(clientFrame(.close, closePayload(1000)))
             while let frame = try await client.readFrame() { frames.append(frame) }
-            return frames
+            return (head, frames)
         }
     }
 
@@ -119,17 +128,8 @@ extension SessionFailurePathTests {
             }
         ) { proxy in
             let request = upgradeRequest(extraFields: "Sec-WebSocket-Extensions: permessage-deflate\r\n")
-            let (head, frames) = try await RawClient.session(port: proxy.port, request: request) { head, client in
-                // Uncompressed (RSV1 clear): permessage-deflate allows it, and the backends here only echo.
-                try await client.write(clientFrame(.text, Array("hello".utf8)))
-                var frames: [WireFrame] = []
-                while let frame = try await client.readFrame() {
-                    frames.append(frame)
-                    if frame.opcode == 0x8 { break }
-                    if frame.opcode == 0x1 { try await client.write(clientFrame(.close, closePayload(1000))) }
-                }
-                return (head, frames)
-            }
+            // Uncompressed (RSV1 clear): permessage-deflate allows it, and the backends here only echo.
+            let (head, frames) = try await Self.sendAndCollect(["hello"], port: proxy.port, request: request)
             try await body(head, frames, proxy)
         }
     }

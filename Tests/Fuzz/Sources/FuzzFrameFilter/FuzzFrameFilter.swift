@@ -96,11 +96,9 @@ func expected(
     if let dataAt { reports.append((dataAt, .dataStarted)) }
     if let keptClose { reports.append((keptClose.end, .closeKeptBack(code: keptClose.code))) }
     outcome.reports = reports.sorted { $0.0 < $1.0 }.map(\.1)
-    // Everything before a kept close is whole frames, forwarded (but the own pong); nothing after.
-    let beforeClose = keptClose.map {
-        $0.start - (ownPong.map { $0.upperBound <= keptClose!.start ? $0.count : 0 } ?? 0)
-    }
-    return (outcome, beforeClose)
+    // Everything before a kept close is whole frames, forwarded but for the own pong (which can only
+    // come before it); nothing after it.
+    return (outcome, keptClose.map { $0.start - (ownPong?.count ?? 0) })
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
